@@ -1,0 +1,563 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Controller service, node-local (distributed provisioning): each node's
+ * external-provisioner calls CreateVolume/DeleteVolume on its own node's
+ * driver. Idempotency and crash safety come from the order of steps:
+ * CreateVolume writes the state file before it creates the device, and
+ * DeleteVolume removes the device before the state file; at start-up, a state
+ * file without a device is dropped (see csi_driver_attach()).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic/log.h"
+#include "basic/strutil.h"
+#include "caps.h"
+#include "csi.pb-c.h"
+#include "driver.h"
+#include "fs/fs.h"
+#include "pmem/blockdev.h"
+
+#define ALLOC_ALIGN (4 * MiB)
+#define MAX_PARAMS 64
+
+struct create_args {
+	uint64_t required, limit, alloc;
+	struct csi_caps_summary caps;
+};
+
+/* Collect a protobuf map into parallel key/value arrays (borrowed). */
+#define MAP_TO_ARRAYS(entries, n, keys, values)            \
+	do {                                               \
+		for (size_t _i = 0; _i < (n); _i++) {      \
+			(keys)[_i] = (entries)[_i]->key;   \
+			(values)[_i] = (entries)[_i]->value; \
+		}                                          \
+	} while (0)
+
+static int check_size(struct csi_call *c, const Csi__V1__CapacityRange *cr, struct create_args *a)
+{
+	char b1[32], b2[32];
+
+	if (cr) {
+		if (cr->required_bytes < 0 || cr->limit_bytes < 0)
+			return csi_fail(c, CSI_CODE_OUT_OF_RANGE, "capacity_range must not be negative");
+		a->required = (uint64_t)cr->required_bytes;
+		a->limit = (uint64_t)cr->limit_bytes;
+		if (a->limit && a->required > a->limit)
+			return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+					"capacity_range.required_bytes %" PRIu64 " exceeds limit_bytes %" PRIu64,
+					a->required, a->limit);
+	}
+	a->alloc = a->required ? a->required : ALLOC_ALIGN;
+	/* xfsprogs refuses filesystems under 300 MB: give such volumes 300 MiB
+	 * rather than failing later in NodeStageVolume. */
+	if (a->caps.mount && strcmp(a->caps.fs_type, "xfs") == 0 && a->alloc < FS_XFS_MIN_SIZE) {
+		if (a->limit && a->limit < FS_XFS_MIN_SIZE)
+			return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+					"xfs needs at least %s, but limit_bytes is %s",
+					format_bytes(b1, sizeof(b1), FS_XFS_MIN_SIZE),
+					format_bytes(b2, sizeof(b2), a->limit));
+		a->alloc = FS_XFS_MIN_SIZE;
+	}
+	a->alloc = round_up_u64(a->alloc, ALLOC_ALIGN);
+	if (a->alloc == 0)
+		return csi_fail(c, CSI_CODE_OUT_OF_RANGE, "capacity_range.required_bytes is too large");
+	if (a->limit && a->alloc > a->limit) {
+		/* Rounding up would pass the limit: round down if that still fits. */
+		uint64_t down = a->limit - a->limit % ALLOC_ALIGN;
+		if (down < a->required || down == 0)
+			return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+					"no size between required_bytes %" PRIu64 " and limit_bytes %" PRIu64
+					" is a multiple of the 4 MiB allocation unit",
+					a->required, a->limit);
+		a->alloc = down;
+	}
+	return 0;
+}
+
+static bool topology_allows(struct csi_driver *d, const Csi__V1__TopologyRequirement *req)
+{
+	const char *key = csi_driver_topology_key(d), *node = csi_driver_cfg(d)->node_id;
+
+	if (!req || req->n_requisite == 0)
+		return true;
+	for (size_t i = 0; i < req->n_requisite; i++) {
+		bool ours = true;
+		for (size_t j = 0; j < req->requisite[i]->n_segments; j++) {
+			const Csi__V1__Topology__SegmentsEntry *s = req->requisite[i]->segments[j];
+			if (strcmp(s->key, key) == 0 && strcmp(s->value, node) != 0)
+				ours = false;
+		}
+		if (ours)
+			return true;
+	}
+	return false;
+}
+
+static Csi__V1__Volume *make_volume(struct csi_call *c, struct csi_driver *d, const struct volume_record *rec,
+				    bool with_context)
+{
+	Csi__V1__Volume *v = CSI_NEW(c, Csi__V1__Volume, csi__v1__volume__init);
+	Csi__V1__Topology **topo = CSI_NEW_ARRAY(c, Csi__V1__Topology *, 1);
+
+	if (!v || !topo)
+		return NULL;
+	v->volume_id = arena_strdup(c->arena, rec->id);
+	v->capacity_bytes = (int64_t)rec->size;
+	topo[0] = csi_topology(c, d);
+	if (!v->volume_id || !topo[0])
+		return NULL;
+	v->n_accessible_topology = 1;
+	v->accessible_topology = topo;
+	if (with_context) {
+		/* The volume context reaches NodeStage/NodePublish; it carries the
+		 * parameters as upstream did, so that PVs created by either
+		 * driver look alike. */
+		const char *keys[8], *values[8];
+		size_t n = volume_params_to_pairs(&rec->params, keys, values, 8);
+		Csi__V1__Volume__VolumeContextEntry **ctx =
+			CSI_NEW_ARRAY(c, Csi__V1__Volume__VolumeContextEntry *, n);
+		size_t m = 0;
+		if (!ctx)
+			return NULL;
+		for (size_t i = 0; i < n; i++) {
+			Csi__V1__Volume__VolumeContextEntry *e;
+			if (strcmp(keys[i], "deviceMode") == 0)
+				continue;
+			e = CSI_NEW(c, Csi__V1__Volume__VolumeContextEntry, csi__v1__volume__volume_context_entry__init);
+			if (!e)
+				return NULL;
+			e->key = (char *)keys[i];
+			e->value = arena_strdup(c->arena, values[i]);
+			if (!e->value)
+				return NULL;
+			ctx[m++] = e;
+		}
+		v->n_volume_context = m;
+		v->volume_context = ctx;
+	}
+	return v;
+}
+
+static int respond_volume(struct csi_call *c, struct csi_driver *d, const struct volume_record *rec,
+			  ProtobufCMessage **ret)
+{
+	Csi__V1__CreateVolumeResponse *resp =
+		CSI_NEW(c, Csi__V1__CreateVolumeResponse, csi__v1__create_volume_response__init);
+
+	if (!resp || !(resp->volume = make_volume(c, d, rec, true)))
+		return csi_oom(c);
+	*ret = &resp->base;
+	return 0;
+}
+
+static int create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
+			 const struct create_args *a, struct volume_params *params, ProtobufCMessage **ret)
+{
+	struct pmem_manager *pm = csi_driver_pm(d);
+	const char *state_dir = csi_driver_cfg(d)->state_dir;
+	struct volume_record rec = {}, existing = {};
+	struct pmem_device dev = {};
+	char b1[32], b2[32];
+	int r;
+
+	r = csi_volume_lookup(d, id, &existing);
+	if (r >= 0) {
+		bool fits = existing.size >= a->required && (!a->limit || existing.size <= a->limit);
+		if (!streq_ptr(existing.params.name, name)) {
+			r = csi_fail(c, CSI_CODE_INTERNAL, "volume ID %s of name \"%s\" is already used by \"%s\"", id,
+				     name, existing.params.name ? existing.params.name : "?");
+		} else if (!fits) {
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS,
+				     "volume \"%s\" already exists with size %" PRIu64 ", which does not match the requested range [%" PRIu64 ", %" PRIu64 "]",
+				     name, existing.size, a->required, a->limit);
+		} else if (!volume_params_equal(&existing.params, params)) {
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS,
+				     "volume \"%s\" already exists with different parameters", name);
+		} else
+			r = respond_volume(c, d, &existing, ret);
+		volume_record_done(&existing);
+		return r;
+	}
+
+	memcpy(rec.id, id, strlen(id) + 1);
+	rec.size = a->alloc;
+	rec.params = *params;
+	rec.params.name = (char *)name;
+	rec.params.device_mode = (char *)pmem_manager_mode(pm);
+	/* State first: if we die after the device exists, the state says whose it is. */
+	r = state_write(state_dir, &rec);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot write the state of volume %s", id);
+
+	r = pmem_create(pm, id, a->alloc, params->usage, &dev);
+	if (r == -EEXIST) {
+		/* A device without a registered volume: left by an interrupted
+		 * create whose state was lost. Adopt it if it fits. */
+		r = pmem_get(pm, id, &dev);
+		if (r >= 0 && (dev.size < a->required || (a->limit && dev.size > a->limit)))
+			r = -EEXIST;
+	}
+	if (r < 0) {
+		struct pmem_capacity cap;
+		(void)state_remove(state_dir, id);
+		if (r == -ENOSPC) {
+			pmem_capacity(pm, &cap);
+			return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,
+					"not enough PMEM for %s: the largest free space is %s",
+					format_bytes(b1, sizeof(b1), a->alloc),
+					format_bytes(b2, sizeof(b2), cap.max_volume_size));
+		}
+		return csi_fail_errno(c, r, "cannot create the device for volume %s", id);
+	}
+	if (dev.size != rec.size) {
+		rec.size = dev.size;
+		r = state_write(state_dir, &rec);
+		if (r < 0) {
+			pmem_device_done(&dev);
+			return csi_fail_errno(c, r, "cannot update the state of volume %s", id);
+		}
+	}
+	pmem_device_done(&dev);
+	r = csi_volume_add(d, &rec);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot register volume %s", id);
+	log_v(2, "Created volume %s (name \"%s\", %" PRIu64 " bytes)", id, name, rec.size);
+	return respond_volume(c, d, &rec, ret);
+}
+
+int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				 ProtobufCMessage **ret)
+{
+	const Csi__V1__CreateVolumeRequest *req = (const Csi__V1__CreateVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	struct create_args a = {};
+	struct volume_params params;
+	const char *keys[MAX_PARAMS], *values[MAX_PARAMS];
+	char id[VOLUME_ID_MAX];
+	_cleanup_free_ char *err = NULL;
+	int r;
+
+	if (!req->name || !*req->name)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "name is missing");
+	if (strlen(req->name) > 128)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "name is longer than 128 bytes");
+	if (req->n_volume_capabilities == 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_capabilities are missing");
+	for (size_t i = 0; i < req->n_volume_capabilities; i++) {
+		char field[48];
+		snprintf(field, sizeof(field), "volume_capabilities[%zu]", i);
+		if (csi_check_capability(c, req->volume_capabilities[i], field, &a.caps) < 0)
+			return -1;
+	}
+	if (req->n_parameters > MAX_PARAMS)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "too many parameters (%zu, at most %d)",
+				req->n_parameters, MAX_PARAMS);
+	if (req->volume_content_source)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"volume_content_source is not supported: no snapshots or clones");
+	if (req->n_mutable_parameters > 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "mutable_parameters are not supported");
+	MAP_TO_ARRAYS(req->parameters, req->n_parameters, keys, values);
+	volume_params_init(&params);
+	r = volume_params_parse(&params, PARAMS_ORIGIN_CREATE_VOLUME, keys, values, req->n_parameters, &err);
+	if (r < 0) {
+		volume_params_done(&params);
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "%s", err ? err : "invalid parameters");
+	}
+	volume_params_done(&params); /* parse for CreateVolume allocates nothing; keep the flags */
+	if (params.kata && a.caps.block)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"kataContainers=true cannot be used with block volumes");
+	if (params.kata)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"parameter \"kataContainers\": Kata Containers volumes are not supported by this build yet");
+	if (check_size(c, req->capacity_range, &a) < 0)
+		return -1;
+	if (volume_id_from_name(req->name, id) < 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"name \"%s\" cannot be used: its first 6 characters must be letters, digits, '+', '_', '.' or '-' and it must not start with '-'",
+				req->name);
+	snprintf(c->volume, sizeof(c->volume), "%s", id);
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	if (!topology_allows(d, req->accessibility_requirements))
+		return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,
+				"accessibility_requirements do not include this node (%s=%s)",
+				csi_driver_topology_key(d), csi_driver_cfg(d)->node_id);
+
+	r = csi_driver_lock(d, id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", id);
+	r = create_locked(c, d, req->name, id, &a, &params, ret);
+	csi_driver_unlock(d, id);
+	return r;
+}
+
+int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				 ProtobufCMessage **ret)
+{
+	const Csi__V1__DeleteVolumeRequest *req = (const Csi__V1__DeleteVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	struct pmem_manager *pm;
+	struct volume_record rec = {};
+	struct pmem_device dev = {};
+	Csi__V1__DeleteVolumeResponse *resp;
+	bool erase = true, known;
+	int r, mounts;
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	resp = CSI_NEW(c, Csi__V1__DeleteVolumeResponse, csi__v1__delete_volume_response__init);
+	if (!resp)
+		return csi_oom(c);
+	/* Unknown IDs, and IDs that cannot be ours, are already deleted. */
+	if (!volume_id_is_valid(req->volume_id)) {
+		*ret = &resp->base;
+		return 0;
+	}
+	pm = csi_driver_pm(d);
+	r = csi_driver_lock(d, req->volume_id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
+	known = csi_volume_lookup(d, req->volume_id, &rec) >= 0;
+	if (known)
+		erase = rec.params.erase_after;
+	r = pmem_get(pm, req->volume_id, &dev);
+	if (r == -ENOENT) {
+		r = 0;
+		goto remove_state;
+	}
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot look up volume %s", req->volume_id);
+		goto out;
+	}
+	mounts = fs_device_mount_count(dev.path);
+	if (mounts > 0) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION,
+			     "volume %s is still mounted (%d mount(s) of %s): unpublish and unstage it first",
+			     req->volume_id, mounts, dev.path);
+		goto out;
+	}
+	r = pmem_delete(pm, req->volume_id, erase);
+	if (r == -EBUSY) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is in use (%s is open)",
+			     req->volume_id, dev.path);
+		goto out;
+	}
+	if (r < 0 && r != -ENOENT) {
+		r = csi_fail_errno(c, r, "cannot delete volume %s", req->volume_id);
+		goto out;
+	}
+	r = 0;
+remove_state:
+	if (known || r == 0) {
+		int q = state_remove(csi_driver_cfg(d)->state_dir, req->volume_id);
+		if (q < 0) {
+			r = csi_fail_errno(c, q, "cannot remove the state of volume %s", req->volume_id);
+			goto out;
+		}
+		csi_volume_remove(d, req->volume_id);
+	}
+	log_v(2, "Deleted volume %s (erase=%s)", req->volume_id, erase ? "true" : "false");
+	*ret = &resp->base;
+out:
+	pmem_device_done(&dev);
+	volume_record_done(&rec);
+	csi_driver_unlock(d, req->volume_id);
+	return r;
+}
+
+int csi_controller_validate_volume_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+						ProtobufCMessage **ret)
+{
+	const Csi__V1__ValidateVolumeCapabilitiesRequest *req =
+		(const Csi__V1__ValidateVolumeCapabilitiesRequest *)msg;
+	struct csi_driver *d = ud;
+	struct volume_record rec = {};
+	struct csi_caps_summary sum = {};
+	Csi__V1__ValidateVolumeCapabilitiesResponse *resp;
+	Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed *conf;
+	struct volume_params params;
+	const char *keys[MAX_PARAMS], *values[MAX_PARAMS];
+	_cleanup_free_ char *err = NULL;
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	if (req->n_volume_capabilities == 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_capabilities are missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	if (csi_volume_lookup(d, req->volume_id, &rec) < 0)
+		return csi_fail(c, CSI_CODE_NOT_FOUND, "volume %s not found", req->volume_id);
+
+	resp = CSI_NEW(c, Csi__V1__ValidateVolumeCapabilitiesResponse,
+		       csi__v1__validate_volume_capabilities_response__init);
+	if (!resp) {
+		volume_record_done(&rec);
+		return csi_oom(c);
+	}
+	*ret = &resp->base;
+	/* Unsupported capabilities or parameters are not an error here: the
+	 * answer is "not confirmed", with the reason. */
+	for (size_t i = 0; i < req->n_volume_capabilities; i++) {
+		char field[48];
+		snprintf(field, sizeof(field), "volume_capabilities[%zu]", i);
+		if (csi_check_capability(c, req->volume_capabilities[i], field, &sum) < 0) {
+			resp->message = arena_strdup(c->arena, c->message);
+			c->code = CSI_CODE_OK;
+			volume_record_done(&rec);
+			return 0;
+		}
+	}
+	volume_params_init(&params);
+	MAP_TO_ARRAYS(req->parameters, MIN(req->n_parameters, (size_t)MAX_PARAMS), keys, values);
+	if (req->n_parameters > MAX_PARAMS ||
+	    volume_params_parse(&params, PARAMS_ORIGIN_CREATE_VOLUME, keys, values, req->n_parameters, &err) < 0 ||
+	    (req->n_parameters > 0 && !volume_params_equal(&params, &rec.params))) {
+		resp->message = arena_strdup(c->arena, err ? err : "parameters do not match the volume");
+		volume_params_done(&params);
+		volume_record_done(&rec);
+		return 0;
+	}
+	volume_params_done(&params);
+	volume_record_done(&rec);
+	conf = CSI_NEW(c, Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed,
+		       csi__v1__validate_volume_capabilities_response__confirmed__init);
+	if (!conf)
+		return csi_oom(c);
+	/* Echo what was confirmed; the request outlives the response packing. */
+	conf->n_volume_capabilities = req->n_volume_capabilities;
+	conf->volume_capabilities = req->volume_capabilities;
+	conf->n_volume_context = req->n_volume_context;
+	conf->volume_context = (Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed__VolumeContextEntry **)
+				       req->volume_context;
+	conf->n_parameters = req->n_parameters;
+	conf->parameters =
+		(Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed__ParametersEntry **)req->parameters;
+	resp->confirmed = conf;
+	return 0;
+}
+
+int csi_controller_list_volumes(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				ProtobufCMessage **ret)
+{
+	const Csi__V1__ListVolumesRequest *req = (const Csi__V1__ListVolumesRequest *)msg;
+	struct csi_driver *d = ud;
+	Csi__V1__ListVolumesResponse *resp;
+	struct volume_record *recs = NULL;
+	size_t n = 0;
+	bool more = false;
+	const char *after = NULL;
+	int r;
+
+	if (req->max_entries < 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "max_entries must not be negative");
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	/* The token is the last volume ID of the previous page: pages stay
+	 * consistent when volumes come and go between calls. */
+	if (req->starting_token && *req->starting_token) {
+		if (!volume_id_is_valid(req->starting_token))
+			return csi_fail(c, CSI_CODE_ABORTED, "starting_token \"%s\" is not valid",
+					req->starting_token);
+		after = req->starting_token;
+	}
+	r = csi_volume_page(d, after, (size_t)req->max_entries, &recs, &n, &more);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot list volumes");
+	resp = CSI_NEW(c, Csi__V1__ListVolumesResponse, csi__v1__list_volumes_response__init);
+	if (!resp || !(resp->entries = CSI_NEW_ARRAY(c, Csi__V1__ListVolumesResponse__Entry *, n)))
+		goto oom;
+	for (size_t i = 0; i < n; i++) {
+		Csi__V1__ListVolumesResponse__Entry *e =
+			CSI_NEW(c, Csi__V1__ListVolumesResponse__Entry, csi__v1__list_volumes_response__entry__init);
+		if (!e || !(e->volume = make_volume(c, d, &recs[i], true)))
+			goto oom;
+		resp->entries[i] = e;
+	}
+	resp->n_entries = n;
+	if (more && n > 0 && !(resp->next_token = arena_strdup(c->arena, recs[n - 1].id)))
+		goto oom;
+	volume_record_array_free(recs, n);
+	*ret = &resp->base;
+	return 0;
+oom:
+	volume_record_array_free(recs, n);
+	return csi_oom(c);
+}
+
+int csi_controller_get_capacity(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				ProtobufCMessage **ret)
+{
+	const Csi__V1__GetCapacityRequest *req = (const Csi__V1__GetCapacityRequest *)msg;
+	struct csi_driver *d = ud;
+	struct pmem_capacity cap;
+	Csi__V1__GetCapacityResponse *resp =
+		CSI_NEW(c, Csi__V1__GetCapacityResponse, csi__v1__get_capacity_response__init);
+	Google__Protobuf__Int64Value *max = CSI_NEW(c, Google__Protobuf__Int64Value, google__protobuf__int64_value__init);
+	bool other_node = false;
+
+	if (!resp || !max)
+		return csi_oom(c);
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	/* Capacity of another node's topology segment is zero here. */
+	if (req->accessible_topology)
+		for (size_t i = 0; i < req->accessible_topology->n_segments; i++) {
+			const Csi__V1__Topology__SegmentsEntry *s = req->accessible_topology->segments[i];
+			if (strcmp(s->key, csi_driver_topology_key(d)) == 0 &&
+			    strcmp(s->value, csi_driver_cfg(d)->node_id) != 0)
+				other_node = true;
+		}
+	csi_driver_capacity(d, &cap);
+	if (other_node)
+		memset(&cap, 0, sizeof(cap));
+	resp->available_capacity = (int64_t)cap.available;
+	max->value = (int64_t)cap.max_volume_size;
+	resp->maximum_volume_size = max;
+	*ret = &resp->base;
+	return 0;
+}
+
+int csi_controller_get_capabilities(struct csi_call *c, void *ud _unused_, const ProtobufCMessage *msg _unused_,
+				    ProtobufCMessage **ret)
+{
+	static const Csi__V1__ControllerServiceCapability__RPC__Type types[] = {
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_VOLUME,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_VOLUMES,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_CAPACITY,
+	};
+	Csi__V1__ControllerGetCapabilitiesResponse *resp = CSI_NEW(
+		c, Csi__V1__ControllerGetCapabilitiesResponse, csi__v1__controller_get_capabilities_response__init);
+	Csi__V1__ControllerServiceCapability **caps =
+		CSI_NEW_ARRAY(c, Csi__V1__ControllerServiceCapability *, ELEMENTSOF(types));
+
+	if (!resp || !caps)
+		return csi_oom(c);
+	for (size_t i = 0; i < ELEMENTSOF(types); i++) {
+		Csi__V1__ControllerServiceCapability *cap = CSI_NEW(c, Csi__V1__ControllerServiceCapability,
+								    csi__v1__controller_service_capability__init);
+		Csi__V1__ControllerServiceCapability__RPC *rpc = CSI_NEW(
+			c, Csi__V1__ControllerServiceCapability__RPC, csi__v1__controller_service_capability__rpc__init);
+		if (!cap || !rpc)
+			return csi_oom(c);
+		rpc->type = types[i];
+		cap->type_case = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__TYPE_RPC;
+		cap->rpc = rpc;
+		caps[i] = cap;
+	}
+	resp->n_capabilities = ELEMENTSOF(types);
+	resp->capabilities = caps;
+	*ret = &resp->base;
+	return 0;
+}

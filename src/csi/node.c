@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Node service. NodeStageVolume formats (if needed) and mounts the device on
+ * the staging path, with `dax` for usage=AppDirect; NodePublishVolume
+ * bind-mounts that into the pod. Raw block volumes skip staging and bind-mount
+ * the device node onto a file. All calls are idempotent: a repeated call that
+ * finds its work done succeeds without doing it again.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "basic/fileio.h"
+#include "basic/log.h"
+#include "basic/strutil.h"
+#include "caps.h"
+#include "csi.pb-c.h"
+#include "driver.h"
+#include "fs/fs.h"
+
+#define MAX_CONTEXT 64
+
+static bool same_device(const struct fs_mount_info *mi, const char *dev)
+{
+	struct stat st;
+
+	if (stat(dev, &st) < 0 || !S_ISBLK(st.st_mode))
+		return false;
+	return mi->major == major(st.st_rdev) && mi->minor == minor(st.st_rdev);
+}
+
+static int find_device(struct csi_call *c, struct csi_driver *d, const char *id, struct volume_record *rec,
+		       struct pmem_device *dev)
+{
+	int r;
+
+	if (csi_volume_lookup(d, id, rec) < 0)
+		return csi_fail(c, CSI_CODE_NOT_FOUND, "volume %s not found", id);
+	r = pmem_get(csi_driver_pm(d), id, dev);
+	if (r < 0) {
+		volume_record_done(rec);
+		return csi_fail_errno(c, r, "the device of volume %s is missing", id);
+	}
+	return 0;
+}
+
+static int stage_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1__NodeStageVolumeRequest *req,
+			const struct csi_caps_summary *caps)
+{
+	struct volume_record rec = {};
+	struct pmem_device dev = {};
+	struct fs_mount_info mi = {};
+	_cleanup_free_ char *existing = NULL, *data = NULL, *err = NULL, *opts = NULL;
+	const Csi__V1__VolumeCapability__MountVolume *mv = req->volume_capability->mount;
+	unsigned long flags = 0;
+	bool dax;
+	int r;
+
+	if (find_device(c, d, req->volume_id, &rec, &dev) < 0)
+		return -1;
+	if (caps->block) {
+		/* Nothing to stage for raw block: NodePublishVolume binds the device. */
+		r = 0;
+		goto out;
+	}
+	if (rec.params.kata) {
+		r = csi_fail(c, CSI_CODE_UNIMPLEMENTED, "kataContainers volumes are not supported yet");
+		goto out;
+	}
+	dax = rec.params.usage == VOLUME_USAGE_APP_DIRECT;
+
+	r = fs_mount_info(req->staging_target_path, &mi);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot read the mount table");
+		goto out;
+	}
+	if (r > 0) {
+		if (!same_device(&mi, dev.path))
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS, "staging path %s has another device mounted (%s)",
+				     req->staging_target_path, mi.source);
+		else if (strcmp(mi.fstype, caps->fs_type) != 0)
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS,
+				     "volume %s is staged with filesystem %s, not %s", req->volume_id, mi.fstype,
+				     caps->fs_type);
+		else
+			r = 0; /* staged already */
+		goto out;
+	}
+
+	r = mkdir_p(req->staging_target_path, 0750);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot create staging path %s", req->staging_target_path);
+		goto out;
+	}
+	r = fs_detect(dev.path, &existing);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot probe %s for a filesystem", dev.path);
+		goto out;
+	}
+	if (existing && strcmp(existing, caps->fs_type) != 0) {
+		/* Never format over data. */
+		r = csi_fail(c, CSI_CODE_ALREADY_EXISTS,
+			     "volume %s already holds %s, refusing to format it as %s", req->volume_id, existing,
+			     caps->fs_type);
+		goto out;
+	}
+	if (!existing) {
+		if (strcmp(caps->fs_type, "xfs") == 0 && dev.size < FS_XFS_MIN_SIZE) {
+			r = csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+				     "volume %s is too small for xfs (%" PRIu64 " bytes, xfs needs 300 MiB)",
+				     req->volume_id, dev.size);
+			goto out;
+		}
+		r = fs_mkfs(dev.path, caps->fs_type, &err);
+		if (r < 0) {
+			r = csi_fail(c, CSI_CODE_INTERNAL, "mkfs.%s on %s failed: %s", caps->fs_type, dev.path,
+				     err ? err : "unknown error");
+			goto out;
+		}
+	}
+	r = fs_parse_mount_options(mv ? (const char *const *)mv->mount_flags : NULL, mv ? mv->n_mount_flags : 0,
+				   &flags, &data);
+	if (r < 0) {
+		r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_capability.mount.mount_flags are not valid");
+		goto out;
+	}
+	if (dax) {
+		opts = *data ? xasprintf("%s,dax", data) : strdup("dax");
+		if (!opts) {
+			r = csi_oom(c);
+			goto out;
+		}
+	}
+	r = fs_mount(dev.path, req->staging_target_path, caps->fs_type, flags, dax ? opts : data);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "mount -t %s -o %s %s %s failed", caps->fs_type,
+				   dax ? opts : (*data ? data : "defaults"), dev.path, req->staging_target_path);
+		if (dax)
+			c->code = CSI_CODE_FAILED_PRECONDITION;
+		goto out;
+	}
+	if (strcmp(caps->fs_type, "xfs") == 0) {
+		int q = fs_xfs_set_extsize(req->staging_target_path);
+		if (q < 0)
+			log_warning_errno(q, "Cannot set the 2 MiB extent size hint on %s: %m",
+					  req->staging_target_path);
+	}
+	log_v(2, "Staged volume %s: %s (%s%s) on %s", req->volume_id, dev.path, caps->fs_type,
+	      dax ? ", dax" : "", req->staging_target_path);
+	r = 0;
+out:
+	fs_mount_info_done(&mi);
+	pmem_device_done(&dev);
+	volume_record_done(&rec);
+	return r;
+}
+
+int csi_node_stage_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
+{
+	const Csi__V1__NodeStageVolumeRequest *req = (const Csi__V1__NodeStageVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	struct csi_caps_summary caps = {};
+	Csi__V1__NodeStageVolumeResponse *resp;
+	int r;
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (!req->staging_target_path || !*req->staging_target_path)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+	if (req->staging_target_path[0] != '/')
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path must be absolute");
+	if (csi_check_capability(c, req->volume_capability, "volume_capability", &caps) < 0)
+		return -1;
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	resp = CSI_NEW(c, Csi__V1__NodeStageVolumeResponse, csi__v1__node_stage_volume_response__init);
+	if (!resp)
+		return csi_oom(c);
+	r = csi_driver_lock(d, req->volume_id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
+	r = stage_locked(c, d, req, &caps);
+	csi_driver_unlock(d, req->volume_id);
+	if (r < 0)
+		return r;
+	*ret = &resp->base;
+	return 0;
+}
+
+/* Unmount everything stacked on path. */
+static int umount_all(struct csi_call *c, const char *path, const char *what)
+{
+	for (int i = 0; i < 16; i++) {
+		struct fs_mount_info mi = {};
+		int r = fs_mount_info(path, &mi);
+
+		fs_mount_info_done(&mi);
+		if (r < 0)
+			return csi_fail_errno(c, r, "cannot read the mount table");
+		if (r == 0)
+			return 0;
+		r = fs_umount(path);
+		if (r == -EBUSY)
+			return csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "%s %s is busy (still in use)", what, path);
+		if (r < 0 && r != -EINVAL)
+			return csi_fail_errno(c, r, "cannot unmount %s %s", what, path);
+	}
+	return csi_fail(c, CSI_CODE_INTERNAL, "%s %s is still mounted after 16 unmounts", what, path);
+}
+
+int csi_node_unstage_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
+{
+	const Csi__V1__NodeUnstageVolumeRequest *req = (const Csi__V1__NodeUnstageVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	struct volume_record rec = {};
+	struct fs_mount_info mi = {};
+	Csi__V1__NodeUnstageVolumeResponse *resp;
+	int r, mounted;
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (!req->staging_target_path || !*req->staging_target_path)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	resp = CSI_NEW(c, Csi__V1__NodeUnstageVolumeResponse, csi__v1__node_unstage_volume_response__init);
+	if (!resp)
+		return csi_oom(c);
+	r = csi_driver_lock(d, req->volume_id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
+	mounted = fs_mount_info(req->staging_target_path, &mi);
+	fs_mount_info_done(&mi);
+	if (mounted < 0) {
+		r = csi_fail_errno(c, mounted, "cannot read the mount table");
+		goto out;
+	}
+	if (mounted == 0 && csi_volume_lookup(d, req->volume_id, &rec) < 0) {
+		r = csi_fail(c, CSI_CODE_NOT_FOUND, "volume %s not found", req->volume_id);
+		goto out;
+	}
+	r = umount_all(c, req->staging_target_path, "staging path");
+	if (r >= 0 && mounted > 0)
+		log_v(2, "Unstaged volume %s from %s", req->volume_id, req->staging_target_path);
+out:
+	volume_record_done(&rec);
+	csi_driver_unlock(d, req->volume_id);
+	if (r < 0)
+		return r;
+	*ret = &resp->base;
+	return 0;
+}
+
+static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1__NodePublishVolumeRequest *req,
+			  const struct csi_caps_summary *caps)
+{
+	struct volume_record rec = {};
+	struct pmem_device dev = {};
+	struct fs_mount_info mi = {}, smi = {};
+	const Csi__V1__VolumeCapability__MountVolume *mv = req->volume_capability->mount;
+	_cleanup_free_ char *data = NULL;
+	unsigned long flags = 0;
+	bool ro;
+	int r;
+
+	if (find_device(c, d, req->volume_id, &rec, &dev) < 0)
+		return -1;
+	r = fs_parse_mount_options(mv ? (const char *const *)mv->mount_flags : NULL, mv ? mv->n_mount_flags : 0,
+				   &flags, &data);
+	if (r < 0) {
+		r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_capability.mount.mount_flags are not valid");
+		goto out;
+	}
+	ro = req->readonly || (flags & MS_RDONLY);
+	flags &= MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME;
+
+	r = fs_mount_info(req->target_path, &mi);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot read the mount table");
+		goto out;
+	}
+	if (r > 0) {
+		bool is_ro = fs_has_option(mi.options, "ro");
+		if (!same_device(&mi, dev.path))
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS, "target path %s has another device mounted (%s)",
+				     req->target_path, mi.source);
+		else if (is_ro != ro)
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS, "volume %s is published at %s %s", req->volume_id,
+				     req->target_path, is_ro ? "read-only" : "read-write");
+		else
+			r = 0;
+		goto out;
+	}
+
+	if (caps->block) {
+		_cleanup_free_ char *parent = strdup(req->target_path);
+		char *slash = parent ? strrchr(parent, '/') : NULL;
+		int fd;
+		if (!parent) {
+			r = csi_oom(c);
+			goto out;
+		}
+		if (slash && slash != parent) {
+			*slash = 0;
+			(void)mkdir_p(parent, 0750);
+		}
+		fd = open(req->target_path, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0640);
+		if (fd < 0) {
+			r = csi_fail_errno(c, -errno, "cannot create target file %s", req->target_path);
+			goto out;
+		}
+		close(fd);
+		r = fs_bind_mount(dev.path, req->target_path, ro, 0);
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot bind-mount %s on %s", dev.path, req->target_path);
+			goto out;
+		}
+		log_v(2, "Published block volume %s at %s", req->volume_id, req->target_path);
+		r = 0;
+		goto out;
+	}
+
+	if (!req->staging_target_path || !*req->staging_target_path) {
+		r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+		goto out;
+	}
+	r = fs_mount_info(req->staging_target_path, &smi);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot read the mount table");
+		goto out;
+	}
+	if (r == 0 || !same_device(&smi, dev.path)) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is not staged at %s", req->volume_id,
+			     req->staging_target_path);
+		goto out;
+	}
+	r = mkdir_p(req->target_path, 0750);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot create target path %s", req->target_path);
+		goto out;
+	}
+	r = fs_bind_mount(req->staging_target_path, req->target_path, ro, flags);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot bind-mount %s on %s", req->staging_target_path, req->target_path);
+		goto out;
+	}
+	log_v(2, "Published volume %s at %s%s", req->volume_id, req->target_path, ro ? " (read-only)" : "");
+	r = 0;
+out:
+	fs_mount_info_done(&mi);
+	fs_mount_info_done(&smi);
+	pmem_device_done(&dev);
+	volume_record_done(&rec);
+	return r;
+}
+
+int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
+{
+	const Csi__V1__NodePublishVolumeRequest *req = (const Csi__V1__NodePublishVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	struct csi_caps_summary caps = {};
+	struct volume_params params;
+	const char *keys[MAX_CONTEXT], *values[MAX_CONTEXT];
+	_cleanup_free_ char *err = NULL;
+	Csi__V1__NodePublishVolumeResponse *resp;
+	int r;
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (!req->target_path || !*req->target_path)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "target_path is missing");
+	if (req->target_path[0] != '/')
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "target_path must be absolute");
+	if (csi_check_capability(c, req->volume_capability, "volume_capability", &caps) < 0)
+		return -1;
+	if (req->n_volume_context > MAX_CONTEXT)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_context has too many entries");
+	for (size_t i = 0; i < req->n_volume_context; i++) {
+		keys[i] = req->volume_context[i]->key;
+		values[i] = req->volume_context[i]->value;
+	}
+	volume_params_init(&params);
+	r = volume_params_parse(&params, PARAMS_ORIGIN_PUBLISH_CONTEXT, keys, values, req->n_volume_context, &err);
+	if (r >= 0 && params.ephemeral)
+		r = -EOPNOTSUPP;
+	volume_params_done(&params);
+	if (r == -EOPNOTSUPP)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"CSI inline ephemeral volumes are not supported by this build yet");
+	if (r < 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_context: %s", err ? err : "invalid");
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	resp = CSI_NEW(c, Csi__V1__NodePublishVolumeResponse, csi__v1__node_publish_volume_response__init);
+	if (!resp)
+		return csi_oom(c);
+	r = csi_driver_lock(d, req->volume_id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
+	r = publish_locked(c, d, req, &caps);
+	csi_driver_unlock(d, req->volume_id);
+	if (r < 0)
+		return r;
+	*ret = &resp->base;
+	return 0;
+}
+
+int csi_node_unpublish_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
+{
+	const Csi__V1__NodeUnpublishVolumeRequest *req = (const Csi__V1__NodeUnpublishVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	Csi__V1__NodeUnpublishVolumeResponse *resp;
+	struct stat st;
+	int r;
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (!req->target_path || !*req->target_path)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "target_path is missing");
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	resp = CSI_NEW(c, Csi__V1__NodeUnpublishVolumeResponse, csi__v1__node_unpublish_volume_response__init);
+	if (!resp)
+		return csi_oom(c);
+	r = csi_driver_lock(d, req->volume_id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
+	r = umount_all(c, req->target_path, "target path");
+	if (r >= 0 && lstat(req->target_path, &st) == 0) {
+		/* The spec asks the plugin to remove what it created at the target. */
+		if ((S_ISDIR(st.st_mode) ? rmdir(req->target_path) : unlink(req->target_path)) < 0 &&
+		    errno != ENOENT)
+			r = csi_fail_errno(c, -errno, "cannot remove target path %s", req->target_path);
+	}
+	csi_driver_unlock(d, req->volume_id);
+	if (r < 0)
+		return r;
+	log_v(2, "Unpublished volume %s from %s", req->volume_id, req->target_path);
+	*ret = &resp->base;
+	return 0;
+}
+
+int csi_node_get_info(struct csi_call *c, void *ud, const ProtobufCMessage *msg _unused_, ProtobufCMessage **ret)
+{
+	struct csi_driver *d = ud;
+	Csi__V1__NodeGetInfoResponse *resp =
+		CSI_NEW(c, Csi__V1__NodeGetInfoResponse, csi__v1__node_get_info_response__init);
+
+	if (!resp || !(resp->accessible_topology = csi_topology(c, d)))
+		return csi_oom(c);
+	resp->node_id = (char *)csi_driver_cfg(d)->node_id;
+	*ret = &resp->base;
+	return 0;
+}
+
+int csi_node_get_capabilities(struct csi_call *c, void *ud _unused_, const ProtobufCMessage *msg _unused_,
+			      ProtobufCMessage **ret)
+{
+	Csi__V1__NodeGetCapabilitiesResponse *resp =
+		CSI_NEW(c, Csi__V1__NodeGetCapabilitiesResponse, csi__v1__node_get_capabilities_response__init);
+	Csi__V1__NodeServiceCapability **caps = CSI_NEW_ARRAY(c, Csi__V1__NodeServiceCapability *, 1);
+	Csi__V1__NodeServiceCapability *cap =
+		CSI_NEW(c, Csi__V1__NodeServiceCapability, csi__v1__node_service_capability__init);
+	Csi__V1__NodeServiceCapability__RPC *rpc =
+		CSI_NEW(c, Csi__V1__NodeServiceCapability__RPC, csi__v1__node_service_capability__rpc__init);
+
+	if (!resp || !caps || !cap || !rpc)
+		return csi_oom(c);
+	rpc->type = CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME;
+	cap->type_case = CSI__V1__NODE_SERVICE_CAPABILITY__TYPE_RPC;
+	cap->rpc = rpc;
+	caps[0] = cap;
+	resp->n_capabilities = 1;
+	resp->capabilities = caps;
+	*ret = &resp->base;
+	return 0;
+}

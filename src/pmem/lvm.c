@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * LVM device manager. Layout, compatible with intel/pmem-csi 1.x: per PMEM
+ * region one fsdax namespace named "pmem-csi" (sized by -pmemPercentage), in
+ * a volume group "<bus><region>fsdax"; one logical volume per volume, named by
+ * the volume ID.
+ *
+ * There is no supported C API for LVM, so the lvm2 tools run through exec/
+ * with JSON reports. Each tool run costs 0.3-0.6 s in an emulated guest, so
+ * the manager keeps the VGs' free space and the LVs in memory (it is the only
+ * writer of its VGs) and answers GetCapacity and lookups without running LVM.
+ *
+ * Locking: `lock` protects the in-memory tables and is never held while a
+ * tool runs. Each VG has its own mutex, held around lvcreate/lvremove, so
+ * volumes in different VGs are created in parallel. Space is reserved in the
+ * table before lvcreate runs, so concurrent creates never pick a VG that
+ * cannot hold them all.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "basic/strutil.h"
+#include "blockdev.h"
+#include "exec/exec.h"
+#include "lvm_report.h"
+#include "ndctl.h"
+#include "pmem.h"
+
+#define LVM_ALIGN (4 * MiB)
+#define LVM_NAMESPACE_NAME "pmem-csi"
+#define LVM_TIMEOUT_MS (120 * 1000)
+/* Below this a namespace is not worth creating (LVM metadata alone takes 1 MiB). */
+#define LVM_MIN_NAMESPACE (64 * MiB)
+
+/* No udev in containers and test VMs: LVM must create device nodes itself and
+ * not wait for udev. No metadata backups: /etc/lvm is not persistent in a pod. */
+static const char lvm_config[] =
+	"activation{udev_sync=0 udev_rules=0 verify_udev_operations=1} "
+	"devices{obtain_device_list_from_udev=0 multipath_component_detection=0 md_component_detection=0} "
+	"backup{backup=0 archive=0} global{notify_dbus=0}";
+
+struct lvm_lv {
+	char *name;
+	uint64_t size;
+	size_t vg; /* index into vgs */
+};
+
+struct lvm_vg {
+	char *name;
+	uint64_t size;
+	uint64_t free;
+	uint64_t reserved; /* by creates in progress */
+	pthread_mutex_t lock;
+};
+
+struct lvm {
+	pthread_mutex_t lock;
+	struct lvm_vg *vgs;
+	size_t n_vgs;
+	struct lvm_lv *lvs;
+	size_t n_lvs, cap_lvs;
+	uint64_t total;
+};
+
+static int lvm_run(const char *const *args, char **ret_out, char **ret_err)
+{
+	const char *argv[32];
+	size_t n = 0;
+
+	argv[n++] = args[0];
+	argv[n++] = "--config";
+	argv[n++] = lvm_config;
+	for (size_t i = 1; args[i]; i++) {
+		if (n + 1 >= ELEMENTSOF(argv))
+			return -E2BIG;
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	return exec_check(argv, LVM_TIMEOUT_MS, ret_out, ret_err);
+}
+
+static int lvm_report(const char *const *args, const char *kind, struct lvm_report_row **ret,
+		      size_t *ret_n)
+{
+	_cleanup_free_ char *out = NULL, *err = NULL;
+	int r;
+
+	r = lvm_run(args, &out, &err);
+	if (r < 0)
+		return log_debug_errno(r, "%s failed: %s", args[0], err ? err : "");
+	return lvm_report_parse(out, strlen(out), kind, ret, ret_n);
+}
+
+static char *vg_name_for(const struct ndctl_region_info *ri)
+{
+	return xasprintf("%s%sfsdax", ri->bus, ri->region);
+}
+
+/* Create the "pmem-csi" namespace in a region if the percentage allows more. */
+static int setup_namespace(const struct ndctl_region_info *ri, unsigned percentage)
+{
+	uint64_t used = 0, can_use, align;
+	char sizebuf[32], hbuf[32];
+	_cleanup_free_ char *err = NULL;
+	int r;
+
+	for (size_t i = 0; i < ri->n_namespaces; i++)
+		if (strcmp(ri->namespaces[i].name, LVM_NAMESPACE_NAME) == 0)
+			used += ri->namespaces[i].size;
+	can_use = ri->size / 100 * percentage;
+	can_use = can_use > used ? can_use - used : 0;
+	can_use = MIN(can_use, ri->available);
+	can_use = MIN(can_use, ri->max_extent);
+	/* Namespace sizes must be multiples of the region alignment times the
+	 * interleave ways; ndctl refuses anything else. */
+	align = MAX(ri->align, (uint64_t)16 * MiB) * MAX(ri->interleave_ways, 1u);
+	can_use -= can_use % align;
+	if (can_use < LVM_MIN_NAMESPACE)
+		return 0;
+	snprintf(sizebuf, sizeof(sizebuf), "%" PRIu64, can_use);
+	log_info("Creating a %s fsdax namespace \"%s\" in %s/%s", format_bytes(hbuf, sizeof(hbuf), can_use),
+		 LVM_NAMESPACE_NAME, ri->bus, ri->region);
+	{
+		const char *argv[] = { "ndctl", "create-namespace", "--bus", ri->bus, "--region", ri->region,
+				       "--mode", "fsdax", "--map", "dev", "--size", sizebuf, "--name",
+				       LVM_NAMESPACE_NAME, NULL };
+		r = exec_check(argv, LVM_TIMEOUT_MS, NULL, &err);
+	}
+	if (r < 0)
+		return log_error_errno(r, "Failed to create a namespace in %s: %s", ri->region, err ? err : "");
+	return 1;
+}
+
+/* Put every pmem-csi namespace of a region into the region's VG. */
+static int setup_vg(const struct ndctl_region_info *ri, const struct lvm_report_row *pvs, size_t n_pvs,
+		    bool vg_exists)
+{
+	_cleanup_free_ char *vg = vg_name_for(ri);
+	const char *argv[16];
+	char paths[8][48];
+	size_t n = 0, np = 0;
+	_cleanup_free_ char *err = NULL;
+	int r;
+
+	if (!vg)
+		return -ENOMEM;
+	for (size_t i = 0; i < ri->n_namespaces && np < ELEMENTSOF(paths); i++) {
+		const struct ndctl_namespace_info *ns = &ri->namespaces[i];
+		bool in_vg = false;
+
+		if (strcmp(ns->name, LVM_NAMESPACE_NAME) != 0 || !ns->active || !ns->blockdev[0] ||
+		    strcmp(ns->mode, "fsdax") != 0)
+			continue;
+		snprintf(paths[np], sizeof(paths[np]), "/dev/%s", ns->blockdev);
+		for (size_t j = 0; j < n_pvs; j++)
+			if (strcmp(pvs[j].name, paths[np]) == 0 && pvs[j].vg && pvs[j].vg[0]) {
+				in_vg = true;
+				if (strcmp(pvs[j].vg, vg) != 0)
+					log_warning("%s belongs to volume group %s, not %s: left alone", paths[np],
+						    pvs[j].vg, vg);
+			}
+		if (!in_vg)
+			np++;
+	}
+	if (np == 0)
+		return 0;
+	argv[n++] = vg_exists ? "vgextend" : "vgcreate";
+	argv[n++] = "--force";
+	argv[n++] = "--yes";
+	argv[n++] = vg;
+	for (size_t i = 0; i < np; i++)
+		argv[n++] = paths[i];
+	argv[n] = NULL;
+	r = lvm_run(argv, NULL, &err);
+	if (r < 0)
+		return log_error_errno(r, "%s %s failed: %s", argv[0], vg, err ? err : "");
+	log_info("%s volume group %s with %zu namespace(s)", vg_exists ? "Extended" : "Created", vg, np);
+	return 0;
+}
+
+static bool row_has(const struct lvm_report_row *rows, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(rows[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+static void lvm_free(void *priv)
+{
+	struct lvm *m = priv;
+
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n_vgs; i++) {
+		free(m->vgs[i].name);
+		pthread_mutex_destroy(&m->vgs[i].lock);
+	}
+	for (size_t i = 0; i < m->n_lvs; i++)
+		free(m->lvs[i].name);
+	free(m->vgs);
+	free(m->lvs);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+static int add_lv(struct lvm *m, const char *name, uint64_t size, size_t vg)
+{
+	if (m->n_lvs == m->cap_lvs) {
+		size_t ncap = m->cap_lvs ? m->cap_lvs * 2 : 64;
+		struct lvm_lv *n = realloc(m->lvs, ncap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		m->lvs = n;
+		m->cap_lvs = ncap;
+	}
+	m->lvs[m->n_lvs].name = strdup(name);
+	if (!m->lvs[m->n_lvs].name)
+		return -ENOMEM;
+	m->lvs[m->n_lvs].size = size;
+	m->lvs[m->n_lvs].vg = vg;
+	m->n_lvs++;
+	return 0;
+}
+
+static struct lvm_lv *find_lv(struct lvm *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_lvs; i++)
+		if (strcmp(m->lvs[i].name, name) == 0)
+			return &m->lvs[i];
+	return NULL;
+}
+
+/* Re-read one VG's size and free space after a change (VG lock held). */
+static int refresh_vg(struct lvm *m, size_t vg)
+{
+	struct lvm_report_row *rows = NULL;
+	size_t n = 0;
+	const char *argv[] = { "vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+			       "vg_name,vg_size,vg_free", m->vgs[vg].name, NULL };
+	int r;
+
+	r = lvm_report(argv, "vg", &rows, &n);
+	if (r < 0)
+		return r;
+	if (n == 1) {
+		pthread_mutex_lock(&m->lock);
+		m->vgs[vg].size = rows[0].size;
+		m->vgs[vg].free = rows[0].free;
+		pthread_mutex_unlock(&m->lock);
+	}
+	lvm_report_rows_free(rows, n);
+	return n == 1 ? 0 : -ENOENT;
+}
+
+static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n_regions)
+{
+	struct lvm_report_row *vgs = NULL, *lvs = NULL;
+	size_t n_vgs = 0, n_lvs = 0;
+	const char *vargv[] = { "vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+				"vg_name,vg_size,vg_free", NULL };
+	const char *largv[] = { "lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+				"lv_name,vg_name,lv_size,lv_path", NULL };
+	int r;
+
+	r = lvm_report(vargv, "vg", &vgs, &n_vgs);
+	if (r < 0)
+		goto out;
+	r = lvm_report(largv, "lv", &lvs, &n_lvs);
+	if (r < 0)
+		goto out;
+	m->vgs = calloc(n_regions ? n_regions : 1, sizeof(*m->vgs));
+	if (!m->vgs) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n_regions; i++) {
+		_cleanup_free_ char *name = vg_name_for(&regions[i]);
+		if (!name) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (size_t j = 0; j < n_vgs; j++) {
+			struct lvm_vg *vg;
+			if (strcmp(vgs[j].name, name) != 0)
+				continue;
+			vg = &m->vgs[m->n_vgs];
+			vg->name = TAKE_PTR(name);
+			vg->size = vgs[j].size;
+			vg->free = vgs[j].free;
+			pthread_mutex_init(&vg->lock, NULL);
+			for (size_t k = 0; k < n_lvs; k++)
+				if (lvs[k].vg && strcmp(lvs[k].vg, vg->name) == 0) {
+					r = add_lv(m, lvs[k].name, lvs[k].size, m->n_vgs);
+					if (r < 0)
+						goto out;
+				}
+			m->n_vgs++;
+			break;
+		}
+	}
+	r = 0;
+out:
+	lvm_report_rows_free(vgs, n_vgs);
+	lvm_report_rows_free(lvs, n_lvs);
+	return r;
+}
+
+static char *lv_path(const struct lvm *m, const struct lvm_lv *lv)
+{
+	return xasprintf("/dev/%s/%s", m->vgs[lv->vg].name, lv->name);
+}
+
+static int fill_device(const struct lvm *m, const struct lvm_lv *lv, struct pmem_device *ret)
+{
+	struct pmem_device d = { strdup(lv->name), lv_path(m, lv), lv->size };
+
+	if (!d.name || !d.path) {
+		pmem_device_done(&d);
+		return -ENOMEM;
+	}
+	*ret = d;
+	return 0;
+}
+
+static int lvm_create(void *priv, const char *name, uint64_t size, enum volume_usage usage _unused_,
+		      struct pmem_device *ret)
+{
+	struct lvm *m = priv;
+	struct lvm_vg *vg = NULL;
+	size_t vgi = 0;
+	char sizebuf[32];
+	_cleanup_free_ char *err = NULL, *path = NULL;
+	int r;
+
+	size = round_up_u64(size ? size : LVM_ALIGN, LVM_ALIGN);
+	if (size == 0)
+		return -ENOSPC;
+
+	/* Pick the VG with the most free space that fits and reserve the space. */
+	pthread_mutex_lock(&m->lock);
+	if (find_lv(m, name)) {
+		pthread_mutex_unlock(&m->lock);
+		return -EEXIST;
+	}
+	for (size_t i = 0; i < m->n_vgs; i++) {
+		uint64_t avail = m->vgs[i].free > m->vgs[i].reserved ? m->vgs[i].free - m->vgs[i].reserved : 0;
+		if (avail >= size && (!vg || avail > vg->free - vg->reserved)) {
+			vg = &m->vgs[i];
+			vgi = i;
+		}
+	}
+	if (vg)
+		vg->reserved += size;
+	pthread_mutex_unlock(&m->lock);
+	if (!vg)
+		return -ENOSPC;
+
+	snprintf(sizebuf, sizeof(sizebuf), "%" PRIu64 "b", size);
+	pthread_mutex_lock(&vg->lock);
+	{
+		/* -Zn: LVM's own zeroing would write the whole LV; we clear the first 4 KiB. */
+		const char *argv[] = { "lvcreate", "--yes", "-Zn", "-L", sizebuf, "-n", name, vg->name, NULL };
+		r = lvm_run(argv, NULL, &err);
+	}
+	if (r >= 0 || !strstr(err ? err : "", "already exists"))
+		(void)refresh_vg(m, vgi);
+	pthread_mutex_unlock(&vg->lock);
+
+	pthread_mutex_lock(&m->lock);
+	vg->reserved -= size;
+	if (r >= 0)
+		r = add_lv(m, name, size, vgi);
+	pthread_mutex_unlock(&m->lock);
+	if (r < 0) {
+		if (err && strstr(err, "insufficient free space"))
+			return -ENOSPC;
+		return log_error_errno(r, "lvcreate %s in %s failed: %s", name, vg->name, err ? err : "");
+	}
+
+	path = xasprintf("/dev/%s/%s", vg->name, name);
+	if (!path)
+		return -ENOMEM;
+	r = blockdev_wait(path, 5000);
+	if (r < 0)
+		return log_error_errno(r, "Device %s did not appear: %m", path);
+	r = blockdev_erase(path, false);
+	if (r < 0)
+		return log_error_errno(r, "Failed to clear the start of %s: %m", path);
+	log_debug("Created LV %s (%" PRIu64 " bytes) in %s", name, size, vg->name);
+	ret->name = strdup(name);
+	ret->path = TAKE_PTR(path);
+	ret->size = size;
+	if (!ret->name) {
+		pmem_device_done(ret);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int lvm_get(void *priv, const char *name, struct pmem_device *ret)
+{
+	struct lvm *m = priv;
+	struct lvm_lv *lv;
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	lv = find_lv(m, name);
+	r = lv ? fill_device(m, lv, ret) : -ENOENT;
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+static int lvm_delete(void *priv, const char *name, bool erase)
+{
+	struct lvm *m = priv;
+	struct lvm_lv *lv;
+	struct lvm_vg *vg;
+	size_t vgi;
+	_cleanup_free_ char *path = NULL, *lvarg = NULL, *err = NULL;
+	int r;
+
+	pthread_mutex_lock(&m->lock);
+	lv = find_lv(m, name);
+	if (lv) {
+		vgi = lv->vg;
+		path = lv_path(m, lv);
+		lvarg = xasprintf("%s/%s", m->vgs[vgi].name, name);
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (!lv)
+		return -ENOENT;
+	if (!path || !lvarg)
+		return -ENOMEM;
+	vg = &m->vgs[vgi];
+
+	/* The erase doubles as the in-use check: it opens the device O_EXCL. */
+	r = blockdev_erase(path, erase);
+	if (r == -EBUSY)
+		return r;
+	if (r < 0 && r != -ENOENT)
+		return log_error_errno(r, "Failed to erase %s: %m", path);
+
+	pthread_mutex_lock(&vg->lock);
+	{
+		const char *argv[] = { "lvremove", "--yes", "--force", lvarg, NULL };
+		r = lvm_run(argv, NULL, &err);
+	}
+	if (r < 0 && err && strstr(err, "Failed to find logical volume"))
+		r = 0; /* gone already: a previous attempt got this far */
+	if (r >= 0)
+		(void)refresh_vg(m, vgi);
+	pthread_mutex_unlock(&vg->lock);
+	if (r < 0) {
+		if (err && strstr(err, "in use"))
+			return -EBUSY;
+		return log_error_errno(r, "lvremove %s failed: %s", lvarg, err ? err : "");
+	}
+
+	pthread_mutex_lock(&m->lock);
+	lv = find_lv(m, name);
+	if (lv) {
+		free(lv->name);
+		*lv = m->lvs[--m->n_lvs];
+	}
+	pthread_mutex_unlock(&m->lock);
+	log_debug("Removed LV %s (erase=%d)", lvarg, erase);
+	return 0;
+}
+
+static int lvm_list(void *priv, struct pmem_device **ret, size_t *ret_n)
+{
+	struct lvm *m = priv;
+	struct pmem_device *d;
+	size_t n;
+	int r = 0;
+
+	pthread_mutex_lock(&m->lock);
+	n = m->n_lvs;
+	d = calloc(n ? n : 1, sizeof(*d));
+	if (!d)
+		r = -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = fill_device(m, &m->lvs[i], &d[i]);
+	pthread_mutex_unlock(&m->lock);
+	if (r < 0) {
+		pmem_device_array_free(d, n);
+		return r;
+	}
+	*ret = d;
+	*ret_n = n;
+	return 0;
+}
+
+static void lvm_capacity(void *priv, struct pmem_capacity *ret)
+{
+	struct lvm *m = priv;
+	struct pmem_capacity c = { .total = m->total };
+
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < m->n_vgs; i++) {
+		uint64_t avail = m->vgs[i].free > m->vgs[i].reserved ? m->vgs[i].free - m->vgs[i].reserved : 0;
+		c.managed += m->vgs[i].size;
+		c.available += avail;
+		c.max_volume_size = MAX(c.max_volume_size, avail - avail % LVM_ALIGN);
+	}
+	pthread_mutex_unlock(&m->lock);
+	*ret = c;
+}
+
+static const struct pmem_manager_ops lvm_ops = {
+	.mode = "lvm",
+	.create = lvm_create,
+	.get = lvm_get,
+	.delete = lvm_delete,
+	.list = lvm_list,
+	.capacity = lvm_capacity,
+	.free = lvm_free,
+};
+
+int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, void **ret_priv)
+{
+	struct ndctl_region_info *regions = NULL;
+	struct lvm_report_row *pvs = NULL, *vgs = NULL;
+	size_t n_regions = 0, n_pvs = 0, n_vgs = 0;
+	struct lvm *m = NULL;
+	bool changed = false;
+	int r;
+
+	r = pmem_ndctl_regions(&regions, &n_regions);
+	if (r < 0)
+		return log_error_errno(r, "Failed to list PMEM regions: %m");
+	for (size_t i = 0; i < n_regions; i++) {
+		if (!regions[i].enabled)
+			continue;
+		r = setup_namespace(&regions[i], percentage);
+		if (r < 0)
+			goto out;
+		changed |= r > 0;
+	}
+	if (changed) {
+		/* Re-read: the new namespaces have block devices now. */
+		pmem_ndctl_regions_free(regions, n_regions);
+		regions = NULL;
+		r = pmem_ndctl_regions(&regions, &n_regions);
+		if (r < 0)
+			goto out;
+	}
+	{
+		const char *pargv[] = { "pvs", "--reportformat", "json", "-o", "pv_name,vg_name", NULL };
+		const char *vargv[] = { "vgs", "--reportformat", "json", "-o", "vg_name", NULL };
+		r = lvm_report(pargv, "pv", &pvs, &n_pvs);
+		if (r < 0)
+			goto out;
+		r = lvm_report(vargv, "vg", &vgs, &n_vgs);
+		if (r < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < n_regions; i++) {
+		_cleanup_free_ char *vg = vg_name_for(&regions[i]);
+		if (!vg) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if (!regions[i].enabled)
+			continue;
+		r = setup_vg(&regions[i], pvs, n_pvs, row_has(vgs, n_vgs, vg));
+		if (r < 0)
+			goto out;
+	}
+
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		r = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	for (size_t i = 0; i < n_regions; i++)
+		m->total += regions[i].size;
+	r = load(m, regions, n_regions);
+	if (r < 0) {
+		log_error_errno(r, "Failed to read volume groups: %m");
+		goto out;
+	}
+	*ret_ops = &lvm_ops;
+	*ret_priv = TAKE_PTR(m);
+	r = 0;
+out:
+	lvm_free(m);
+	pmem_ndctl_regions_free(regions, n_regions);
+	lvm_report_rows_free(pvs, n_pvs);
+	lvm_report_rows_free(vgs, n_vgs);
+	return r;
+}

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "params.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic/macro.h"
+#include "basic/sha224.h"
+#include "basic/strutil.h"
+
+#define KEY_ERASE_AFTER "eraseafter"
+#define KEY_ERASE_AFTER_DOC "eraseAfter" /* as upstream's docs spell it */
+#define KEY_KATA "kataContainers"
+#define KEY_USAGE "usage"
+#define KEY_PERSISTENCY "persistencyModel"
+#define KEY_SIZE "size"
+#define KEY_NAME "name"
+#define KEY_DEVICE_MODE "deviceMode"
+#define KEY_FSTYPE "fsType"
+#define KEY_EPHEMERAL "csi.storage.k8s.io/ephemeral"
+#define KEY_PROVISIONER_ID "storage.kubernetes.io/csiProvisionerIdentity"
+#define PREFIX_K8S "csi.storage.k8s.io/"
+
+void volume_params_init(struct volume_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->erase_after = true;
+	p->usage = VOLUME_USAGE_APP_DIRECT;
+}
+
+void volume_params_done(struct volume_params *p)
+{
+	free(p->name);
+	free(p->device_mode);
+	free(p->fs_type);
+	p->name = p->device_mode = p->fs_type = NULL;
+}
+
+const char *volume_usage_to_string(enum volume_usage u)
+{
+	return u == VOLUME_USAGE_FILE_IO ? "FileIO" : "AppDirect";
+}
+
+static bool allowed(enum params_origin o, const char *key)
+{
+	/* Keys the external-provisioner (--extra-create-metadata) and kubelet
+	 * (podInfoOnMount) add; they carry no meaning for the volume. */
+	bool k8s = startswith(key, PREFIX_K8S);
+
+	if (streq_ptr(key, KEY_ERASE_AFTER) || streq_ptr(key, KEY_ERASE_AFTER_DOC) ||
+	    streq_ptr(key, KEY_KATA) || streq_ptr(key, KEY_USAGE))
+		return true;
+	switch (o) {
+	case PARAMS_ORIGIN_CREATE_VOLUME:
+		return streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, "csi.storage.k8s.io/pvc/name") ||
+		       streq_ptr(key, "csi.storage.k8s.io/pvc/namespace") ||
+		       streq_ptr(key, "csi.storage.k8s.io/pv/name");
+	case PARAMS_ORIGIN_EPHEMERAL:
+		return k8s || streq_ptr(key, KEY_SIZE) || streq_ptr(key, KEY_FSTYPE);
+	case PARAMS_ORIGIN_PUBLISH_CONTEXT:
+		return k8s || streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, KEY_NAME) ||
+		       streq_ptr(key, KEY_PROVISIONER_ID);
+	case PARAMS_ORIGIN_STATE:
+		return streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, KEY_NAME) ||
+		       streq_ptr(key, KEY_SIZE) || streq_ptr(key, KEY_DEVICE_MODE);
+	}
+	return false;
+}
+
+_printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ret_error) {
+		va_start(ap, fmt);
+		if (vasprintf(ret_error, fmt, ap) < 0)
+			*ret_error = NULL;
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+int volume_params_parse(struct volume_params *p, enum params_origin origin, const char *const *keys,
+			const char *const *values, size_t n, char **ret_error)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *k = keys[i], *v = values[i] ? values[i] : "";
+		int r;
+
+		if (!allowed(origin, k))
+			return fail(ret_error, "parameter \"%s\" is not valid here (value \"%s\")", k, v);
+		if (streq_ptr(k, KEY_ERASE_AFTER) || streq_ptr(k, KEY_ERASE_AFTER_DOC)) {
+			if (parse_bool(v, &p->erase_after) < 0)
+				return fail(ret_error, "parameter \"%s\": \"%s\" is not a boolean", k, v);
+		} else if (streq_ptr(k, KEY_KATA)) {
+			if (parse_bool(v, &p->kata) < 0)
+				return fail(ret_error, "parameter \"%s\": \"%s\" is not a boolean", k, v);
+		} else if (streq_ptr(k, KEY_USAGE)) {
+			if (streq_ptr(v, "AppDirect"))
+				p->usage = VOLUME_USAGE_APP_DIRECT;
+			else if (streq_ptr(v, "FileIO"))
+				p->usage = VOLUME_USAGE_FILE_IO;
+			else
+				return fail(ret_error,
+					    "parameter \"%s\": unknown value \"%s\" (AppDirect or FileIO)", k, v);
+		} else if (streq_ptr(k, KEY_PERSISTENCY)) {
+			if (streq_ptr(v, "normal") || streq_ptr(v, ""))
+				p->persistency_none = false;
+			else if (streq_ptr(v, "none"))
+				p->persistency_none = true;
+			else
+				return fail(ret_error, "parameter \"%s\": unknown value \"%s\" (normal)", k, v);
+		} else if (streq_ptr(k, KEY_SIZE)) {
+			r = parse_quantity(v, &p->size);
+			if (r < 0)
+				return fail(ret_error,
+					    "parameter \"%s\": \"%s\" is not a valid size (a Kubernetes quantity like 1Gi or 500M)",
+					    k, v);
+			p->has_size = true;
+		} else if (streq_ptr(k, KEY_NAME)) {
+			free(p->name);
+			p->name = strdup(v);
+			if (!p->name)
+				return -ENOMEM;
+		} else if (streq_ptr(k, KEY_DEVICE_MODE)) {
+			free(p->device_mode);
+			p->device_mode = strdup(v);
+			if (!p->device_mode)
+				return -ENOMEM;
+		} else if (streq_ptr(k, KEY_FSTYPE)) {
+			if (!streq_ptr(v, "ext4") && !streq_ptr(v, "xfs") && !streq_ptr(v, ""))
+				return fail(ret_error, "parameter \"%s\": unsupported filesystem \"%s\" (ext4 or xfs)",
+					    k, v);
+			free(p->fs_type);
+			p->fs_type = strdup(v);
+			if (!p->fs_type)
+				return -ENOMEM;
+		} else if (streq_ptr(k, KEY_EPHEMERAL)) {
+			if (parse_bool(v, &p->ephemeral) < 0)
+				return fail(ret_error, "parameter \"%s\": \"%s\" is not a boolean", k, v);
+		}
+		/* other csi.storage.k8s.io/ keys: pod info, ignored */
+	}
+	if (p->kata && p->usage != VOLUME_USAGE_APP_DIRECT)
+		return fail(ret_error, "parameter \"%s\": %s volumes cannot be used with usage=FileIO",
+			    KEY_KATA, "Kata Containers");
+	return 0;
+}
+
+bool volume_params_equal(const struct volume_params *a, const struct volume_params *b)
+{
+	return a->erase_after == b->erase_after && a->kata == b->kata && a->usage == b->usage &&
+	       a->persistency_none == b->persistency_none;
+}
+
+size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, const char **values,
+			      size_t max)
+{
+	size_t n = 0;
+
+#define ADD(k, v)                          \
+	do {                               \
+		if (n < max && (v)) {      \
+			keys[n] = (k);     \
+			values[n] = (v);   \
+			n++;               \
+		}                          \
+	} while (0)
+	ADD(KEY_ERASE_AFTER, p->erase_after ? "true" : "false");
+	ADD(KEY_KATA, p->kata ? "true" : "false");
+	ADD(KEY_USAGE, volume_usage_to_string(p->usage));
+	ADD(KEY_PERSISTENCY, p->persistency_none ? "none" : "normal");
+	ADD(KEY_NAME, p->name);
+	ADD(KEY_DEVICE_MODE, p->device_mode);
+#undef ADD
+	return n;
+}
+
+static bool lvm_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '+' || c == '_' || c == '.' || c == '-';
+}
+
+int volume_id_from_name(const char *name, char ret[VOLUME_ID_MAX])
+{
+	uint8_t digest[SHA224_DIGEST_SIZE];
+	size_t len = strlen(name), prefix = MIN(len, (size_t)6);
+
+	if (len == 0 || name[0] == '-')
+		return -EINVAL;
+	for (size_t i = 0; i < prefix; i++)
+		if (!lvm_name_char(name[i]))
+			return -EINVAL;
+	sha224(name, len, digest);
+	memcpy(ret, name, prefix);
+	ret[prefix] = '-';
+	hexlify(digest, sizeof(digest), ret + prefix + 1);
+	return 0;
+}
+
+bool volume_id_is_valid(const char *s)
+{
+	size_t len = s ? strlen(s) : 0, hex = 2 * SHA224_DIGEST_SIZE;
+
+	if (len < hex + 1 || len > hex + 7 || s[0] == '-')
+		return false;
+	if (s[len - hex - 1] != '-')
+		return false;
+	for (size_t i = 0; i < len - hex - 1; i++)
+		if (!lvm_name_char(s[i]))
+			return false;
+	for (size_t i = len - hex; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}

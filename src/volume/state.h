@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdint.h>
+
+#include "params.h"
+
+/*
+ * The state store: one JSON file per volume, <dir>/<volumeID>.json, in the
+ * format of intel/pmem-csi 1.x: {"id": "...", "size": N, "parameters": {...}}.
+ * Written atomically (temp file, fsync, rename, fsync dir) before the device
+ * is created and removed after the device is gone, so that after a crash the
+ * state file is never missing for an existing device.
+ */
+
+struct volume_record {
+	char id[VOLUME_ID_MAX];
+	uint64_t size;
+	struct volume_params params;
+};
+
+void volume_record_done(struct volume_record *r);
+
+/** state_parse() - parse one state file's content (pure, fuzzed). */
+int state_parse(const char *buf, size_t len, struct volume_record *ret, char **ret_error);
+/** state_format() - the JSON for a record; caller frees. */
+char *state_format(const struct volume_record *r);
+
+int state_init(const char *dir);
+int state_write(const char *dir, const struct volume_record *r);
+int state_remove(const char *dir, const char *id);
+/**
+ * state_load_all() - call fn for every parseable <id>.json in dir (fn takes
+ * ownership of the record's contents). Unparseable files are logged and skipped,
+ * left in place for inspection.
+ */
+int state_load_all(const char *dir, int (*fn)(struct volume_record *rec, void *ud), void *ud);
