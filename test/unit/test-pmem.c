@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Pure parts of pmem/ and fs/ and csi/: LVM reports, mount options, status mapping. */
+#include <errno.h>
+#include <sys/mount.h>
+
+#include "basic/macro.h"
+#include "csi/server.h"
+#include "fs/fs.h"
+#include "pmem/lvm_report.h"
+#include "test.h"
+
+TEST(lvm_report_vgs)
+{
+	/* `vgs --reportformat json --units b --nosuffix -o vg_name,vg_size,vg_free` (lvm2 2.03.16) */
+	static const char json[] = "  {\n      \"report\": [\n          {\n              \"vg\": [\n"
+				   "                  {\"vg_name\":\"ndbus0region0fsdax\", \"vg_size\":\"4278190080\", \"vg_free\":\"4273995776\"},\n"
+				   "                  {\"vg_name\":\"ndbus0region1fsdax\", \"vg_size\":\"4278190080\", \"vg_free\":\"0\"}\n"
+				   "              ]\n          }\n      ]\n  }\n";
+	struct lvm_report_row *rows = NULL;
+	size_t n = 0;
+
+	CHECK_INT(lvm_report_parse(json, strlen(json), "vg", &rows, &n), 0);
+	CHECK_INT(n, 2);
+	CHECK_STR(rows[0].name, "ndbus0region0fsdax");
+	CHECK(rows[0].size == 4278190080ULL);
+	CHECK(rows[0].free == 4273995776ULL);
+	CHECK(rows[1].free == 0);
+	lvm_report_rows_free(rows, n);
+}
+
+TEST(lvm_report_lvs_and_errors)
+{
+	static const char json[] = "{\"report\":[{\"lv\":[{\"lv_name\":\"pvc-7d-7187\",\"vg_name\":\"ndbus0region0fsdax\","
+				   "\"lv_size\":\"8388608\",\"lv_path\":\"/dev/ndbus0region0fsdax/pvc-7d-7187\"}]}]}";
+	static const char *const bad[] = {
+		"", "{}", "{\"report\":[]}", "{\"report\":[{\"vg\":[]}]}",
+		"{\"report\":[{\"lv\":[{\"vg_name\":\"x\"}]}]}",
+		"{\"report\":[{\"lv\":[{\"lv_name\":\"a\",\"lv_size\":\"12x\"}]}]}",
+		"{\"report\":[{\"lv\":[{\"lv_name\":\"a\",\"lv_size\":\"-5\"}]}]}",
+	};
+	struct lvm_report_row *rows = NULL;
+	size_t n = 0;
+
+	CHECK_INT(lvm_report_parse(json, strlen(json), "lv", &rows, &n), 0);
+	CHECK_INT(n, 1);
+	CHECK_STR(rows[0].vg, "ndbus0region0fsdax");
+	CHECK_STR(rows[0].path, "/dev/ndbus0region0fsdax/pvc-7d-7187");
+	CHECK(rows[0].size == 8388608);
+	lvm_report_rows_free(rows, n);
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		rows = NULL;
+		n = 0;
+		CHECK(lvm_report_parse(bad[i], strlen(bad[i]), "lv", &rows, &n) < 0);
+	}
+	/* an empty list is fine */
+	CHECK_INT(lvm_report_parse("{\"report\":[{\"lv\":[]}]}", 22, "lv", &rows, &n), 0);
+	CHECK_INT(n, 0);
+	lvm_report_rows_free(rows, n);
+}
+
+TEST(mount_options)
+{
+	const char *opts[] = { "ro", "noatime", "discard", "nosuid" };
+	const char *bad[] = { "bind" };
+	const char *inject[] = { "dax,remount" };
+	unsigned long flags = 0;
+	char *data = NULL;
+
+	CHECK_INT(fs_parse_mount_options(opts, 4, &flags, &data), 0);
+	CHECK(flags & MS_RDONLY);
+	CHECK(flags & MS_NOATIME);
+	CHECK(flags & MS_NOSUID);
+	CHECK_STR(data, "discard");
+	free(data);
+	CHECK_INT(fs_parse_mount_options(NULL, 0, &flags, &data), 0);
+	CHECK_STR(data, "");
+	free(data);
+	CHECK_INT(fs_parse_mount_options(bad, 1, &flags, &data), -EINVAL);
+	CHECK_INT(fs_parse_mount_options(inject, 1, &flags, &data), -EINVAL);
+}
+
+TEST(has_option)
+{
+	CHECK(fs_has_option("rw,dax=always,noatime", "dax=always"));
+	CHECK(fs_has_option("ro", "ro"));
+	CHECK(!fs_has_option("rw,relatime", "ro"));
+	CHECK(!fs_has_option("", "ro"));
+}
+
+TEST(status_from_errno)
+{
+	CHECK_INT(csi_code_from_errno(-ENOENT), CSI_CODE_NOT_FOUND);
+	CHECK_INT(csi_code_from_errno(-EEXIST), CSI_CODE_ALREADY_EXISTS);
+	CHECK_INT(csi_code_from_errno(-ENOSPC), CSI_CODE_RESOURCE_EXHAUSTED);
+	CHECK_INT(csi_code_from_errno(-EBUSY), CSI_CODE_FAILED_PRECONDITION);
+	CHECK_INT(csi_code_from_errno(-EINVAL), CSI_CODE_INVALID_ARGUMENT);
+	CHECK_INT(csi_code_from_errno(-ERANGE), CSI_CODE_OUT_OF_RANGE);
+	CHECK_INT(csi_code_from_errno(-EIO), CSI_CODE_INTERNAL);
+	CHECK_STR(csi_code_name(CSI_CODE_RESOURCE_EXHAUSTED), "ResourceExhausted");
+	CHECK_STR(csi_code_name(CSI_CODE_OK), "OK");
+}
+
+TEST(csi_fail_message)
+{
+	struct csi_call c = {};
+
+	CHECK_INT(csi_fail_errno(&c, -ENOSPC, "cannot create %s", "v1"), -1);
+	CHECK_INT(c.code, CSI_CODE_RESOURCE_EXHAUSTED);
+	CHECK_STR(c.message, "cannot create v1: No space left on device");
+}
