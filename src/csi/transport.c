@@ -177,11 +177,11 @@ static void call_finish_log(struct call *c)
 		return;
 	if (c->c.code == CSI_CODE_OK)
 		log_structured(LOG_LEVEL_INFO, v, __FILE__, __LINE__, "gRPC call", "method", c->c.method,
-			       "volume", c->c.volume, "duration", dur, "code", csi_code_name(c->c.code), NULL);
+			       "volume", c->c.volume, "duration", dur, "code", csi_code_name(c->c.code), (const char *)NULL);
 	else
 		log_structured(LOG_LEVEL_ERROR, 0, __FILE__, __LINE__, "gRPC call failed", "method",
 			       c->c.method, "volume", c->c.volume, "duration", dur, "code",
-			       csi_code_name(c->c.code), "message", c->c.message, NULL);
+			       csi_code_name(c->c.code), "message", c->c.message, (const char *)NULL);
 }
 
 static void call_run_handler(struct call *c)
@@ -396,9 +396,8 @@ static void *worker_thread(void *arg)
 
 static void grpc_log(gpr_log_func_args *args)
 {
-	enum log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? LOG_LEVEL_ERROR
-			       : args->severity == GPR_LOG_SEVERITY_INFO ? LOG_LEVEL_INFO
-									 : LOG_LEVEL_INFO;
+	/* gRPC's own errors (failed handshakes, ...) at error level; the rest is debug. */
+	enum log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? LOG_LEVEL_ERROR : LOG_LEVEL_INFO;
 	int v = args->severity == GPR_LOG_SEVERITY_ERROR ? 0 : 5;
 
 	if (level == LOG_LEVEL_INFO && v > log_get_verbosity())

@@ -175,7 +175,7 @@ static char *last_line(const char *s)
 
 int exec_check(const char *const *argv, int timeout_ms, char **ret_out, char **ret_err)
 {
-	struct exec_result res;
+	struct exec_result res = {};
 	_cleanup_free_ char *cmd = exec_argv_to_string(argv);
 	int r;
 
