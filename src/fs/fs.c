@@ -73,7 +73,15 @@ int fs_mkfs(const char *dev, const char *type, char **ret_err)
 	if (streq_ptr(type, "xfs")) {
 		const char *argv[] = { "mkfs.xfs", "-q", "-f", "-b", "size=4096", "-m", "reflink=0",
 				       "-d", "su=2m,sw=1", dev, NULL };
-		return exec_check(argv, MKFS_TIMEOUT_MS, NULL, ret_err);
+		/* With a 2 MiB stripe unit, xfsprogs 6.x picks allocation groups too
+		 * small for its 64 MB minimum log on filesystems below ~1 GiB ("Log
+		 * size must be at least 64MB"); two larger groups fit. */
+		const char *small[] = { "mkfs.xfs", "-q", "-f", "-b", "size=4096", "-m", "reflink=0",
+					"-d", "su=2m,sw=1,agcount=2", dev, NULL };
+		int r = exec_check(argv, MKFS_TIMEOUT_MS, NULL, NULL);
+		if (r < 0)
+			r = exec_check(small, MKFS_TIMEOUT_MS, NULL, ret_err);
+		return r;
 	}
 	return -EOPNOTSUPP;
 }
