@@ -215,8 +215,17 @@ static int create_locked(struct csi_call *c, struct csi_driver *d, const char *n
 		}
 		return csi_fail_errno(c, r, "cannot create the device for volume %s", id);
 	}
+	/* The device can be larger than asked (alignment, whole namespaces); the
+	 * CO gets a size within its range, and the state keeps what it got. */
+	if (dev.size < a->required) {
+		pmem_device_done(&dev);
+		(void)pmem_delete(pm, id, false);
+		(void)state_remove(state_dir, id);
+		return csi_fail(c, CSI_CODE_INTERNAL, "the device for volume %s has %" PRIu64 " bytes, less than %" PRIu64,
+				id, dev.size, a->required);
+	}
 	if (dev.size != rec.size) {
-		rec.size = dev.size;
+		rec.size = a->limit && dev.size > a->limit ? a->limit : dev.size;
 		r = state_write(state_dir, &rec);
 		if (r < 0) {
 			pmem_device_done(&dev);

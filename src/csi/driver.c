@@ -258,7 +258,10 @@ static int load_one(struct volume_record *rec, void *ud)
 		volume_record_done(rec);
 		return 0;
 	}
-	rec->size = dev.size;
+	/* The state has the size the CO was given, which can be below the
+	 * device's (alignment); never more than the device really has. */
+	if (rec->size == 0 || rec->size > dev.size)
+		rec->size = dev.size;
 	pmem_device_done(&dev);
 	r = csi_volume_add(c->d, rec);
 	volume_record_done(rec);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -49,11 +50,14 @@ static void fill_namespace(struct ndctl_namespace *ndns, struct ndctl_namespace_
 	copy(ns->mode, sizeof(ns->mode), mode_name(mode));
 	ns->size = ndctl_namespace_get_size(ndns);
 	ns->active = ndctl_namespace_is_active(ndns);
-	if (mode == NDCTL_NS_MODE_FSDAX && ndctl_namespace_get_pfn(ndns))
+	ns->usable = ns->size;
+	if (mode == NDCTL_NS_MODE_FSDAX && ndctl_namespace_get_pfn(ndns)) {
 		bdev = ndctl_pfn_get_block_device(ndctl_namespace_get_pfn(ndns));
-	else if (mode == NDCTL_NS_MODE_SECTOR && ndctl_namespace_get_btt(ndns))
+		ns->usable = ndctl_pfn_get_size(ndctl_namespace_get_pfn(ndns));
+	} else if (mode == NDCTL_NS_MODE_SECTOR && ndctl_namespace_get_btt(ndns)) {
 		bdev = ndctl_btt_get_block_device(ndctl_namespace_get_btt(ndns));
-	else if (mode == NDCTL_NS_MODE_RAW)
+		ns->usable = ndctl_btt_get_size(ndctl_namespace_get_btt(ndns));
+	} else if (mode == NDCTL_NS_MODE_RAW)
 		bdev = ndctl_namespace_get_block_device(ndns);
 	copy(ns->blockdev, sizeof(ns->blockdev), bdev);
 }
@@ -141,4 +145,144 @@ void pmem_ndctl_regions_free(struct ndctl_region_info *r, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(r[i].namespaces);
 	free(r);
+}
+
+static struct ndctl_region *find_region(struct ndctl_ctx *ctx, const char *bus_name, const char *region_name)
+{
+	struct ndctl_bus *bus;
+	struct ndctl_region *region;
+
+	ndctl_bus_foreach(ctx, bus) {
+		if (strcmp(ndctl_bus_get_devname(bus), bus_name) != 0)
+			continue;
+		ndctl_region_foreach(bus, region)
+			if (strcmp(ndctl_region_get_devname(region), region_name) == 0)
+				return region;
+	}
+	return NULL;
+}
+
+/* A random (version 4) UUID; libndctl only stores it. */
+static void random_uuid(uuid_t uu)
+{
+	if (getrandom(uu, sizeof(uuid_t), 0) != (ssize_t)sizeof(uuid_t)) {
+		/* getrandom() on a 16-byte buffer does not fail once the pool is up. */
+		for (size_t i = 0; i < sizeof(uuid_t); i++)
+			uu[i] = (unsigned char)rand();
+	}
+	uu[6] = (uu[6] & 0x0f) | 0x40;
+	uu[8] = (uu[8] & 0x3f) | 0x80;
+}
+
+/*
+ * Namespace operations in different regions run in parallel: each call has its
+ * own libndctl context (no shared state), and the kernel serializes per
+ * region. Callers serialize per region.
+ */
+int pmem_ndctl_create_namespace(const char *bus, const char *region_name, uint64_t raw_size, const char *name,
+				enum ndctl_ns_mode mode, struct ndctl_namespace_info *ret)
+{
+	struct ndctl_ctx *ctx = NULL;
+	struct ndctl_region *region;
+	struct ndctl_namespace *ndns;
+	struct ndctl_pfn *pfn = NULL;
+	struct ndctl_btt *btt = NULL;
+	uuid_t uu;
+	int r;
+
+	r = ndctl_new(&ctx);
+	if (r < 0)
+		return r;
+	region = find_region(ctx, bus, region_name);
+	if (!region) {
+		r = -ENODEV;
+		goto out;
+	}
+	ndns = ndctl_region_get_namespace_seed(region);
+	if (!ndns || !ndctl_namespace_is_configuration_idle(ndns)) {
+		r = -ENOSPC;
+		goto out;
+	}
+	random_uuid(uu);
+	if ((r = ndctl_namespace_set_uuid(ndns, uu)) < 0 || (r = ndctl_namespace_set_alt_name(ndns, name)) < 0 ||
+	    (r = ndctl_namespace_set_size(ndns, raw_size)) < 0) {
+		log_debug_errno(r, "Configuring %s in %s (size %llu) failed: %m", ndctl_namespace_get_devname(ndns),
+				region_name, (unsigned long long)raw_size);
+		if (r == -ENXIO || r == -EINVAL)
+			r = -ENOSPC; /* no extent of that size */
+		goto undo;
+	}
+	(void)ndctl_namespace_set_enforce_mode(ndns, mode == NDCTL_NS_FSDAX ? NDCTL_NS_MODE_FSDAX : NDCTL_NS_MODE_SECTOR);
+	random_uuid(uu);
+	if (mode == NDCTL_NS_FSDAX) {
+		pfn = ndctl_region_get_pfn_seed(region);
+		if (!pfn) {
+			r = -ENODEV;
+			goto undo;
+		}
+		if ((r = ndctl_pfn_set_uuid(pfn, uu)) < 0 || (r = ndctl_pfn_set_location(pfn, NDCTL_PFN_LOC_PMEM)) < 0)
+			goto undo;
+		if (ndctl_pfn_has_align(pfn) && (r = ndctl_pfn_set_align(pfn, 2UL << 20)) < 0)
+			goto undo;
+		if ((r = ndctl_pfn_set_namespace(pfn, ndns)) < 0 || (r = ndctl_pfn_enable(pfn)) < 0)
+			goto undo;
+	} else {
+		btt = ndctl_region_get_btt_seed(region);
+		if (!btt) {
+			r = -ENODEV;
+			goto undo;
+		}
+		if ((r = ndctl_btt_set_uuid(btt, uu)) < 0 || (r = ndctl_btt_set_sector_size(btt, 4096)) < 0 ||
+		    (r = ndctl_btt_set_namespace(btt, ndns)) < 0 || (r = ndctl_btt_enable(btt)) < 0)
+			goto undo;
+	}
+	memset(ret, 0, sizeof(*ret));
+	fill_namespace(ndns, ret);
+	r = 0;
+	goto out;
+undo:
+	log_debug_errno(r, "Creating namespace \"%s\" in %s failed, undoing: %m", name, region_name);
+	if (pfn)
+		(void)ndctl_pfn_set_namespace(pfn, NULL);
+	if (btt)
+		(void)ndctl_btt_set_namespace(btt, NULL);
+	(void)ndctl_namespace_disable_invalidate(ndns);
+	(void)ndctl_namespace_delete(ndns);
+out:
+	ndctl_unref(ctx);
+	return r;
+}
+
+int pmem_ndctl_destroy_namespace(const char *bus, const char *region_name, const char *dev)
+{
+	struct ndctl_ctx *ctx = NULL;
+	struct ndctl_region *region;
+	struct ndctl_namespace *ndns, *found = NULL;
+	int r;
+
+	r = ndctl_new(&ctx);
+	if (r < 0)
+		return r;
+	region = find_region(ctx, bus, region_name);
+	if (region)
+		ndctl_namespace_foreach(region, ndns)
+			if (strcmp(ndctl_namespace_get_devname(ndns), dev) == 0)
+				found = ndns;
+	if (!found) {
+		r = -ENOENT;
+		goto out;
+	}
+	/* disable_safe refuses while the block device is mounted or open. */
+	if (ndctl_namespace_is_active(found)) {
+		r = ndctl_namespace_disable_safe(found);
+		if (r < 0)
+			goto out;
+	}
+	(void)ndctl_namespace_set_enforce_mode(found, NDCTL_NS_MODE_RAW);
+	r = ndctl_namespace_disable_invalidate(found);
+	if (r >= 0)
+		r = ndctl_namespace_delete(found);
+out:
+	ndctl_unref(ctx);
+	return r;
 }

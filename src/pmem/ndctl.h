@@ -18,6 +18,7 @@ struct ndctl_namespace_info {
 	char blockdev[32]; /* pmem0, or "" */
 	char mode[16];     /* fsdax, sector, devdax, raw, unknown */
 	uint64_t size;     /* raw size */
+	uint64_t usable;   /* size of the block device (after fsdax/sector metadata) */
 	bool active;
 };
 
@@ -34,3 +35,24 @@ struct ndctl_region_info {
 /** pmem_ndctl_regions() - all PMEM-type regions with their namespaces. */
 int pmem_ndctl_regions(struct ndctl_region_info **ret, size_t *ret_n);
 void pmem_ndctl_regions_free(struct ndctl_region_info *r, size_t n);
+
+enum ndctl_ns_mode {
+	NDCTL_NS_FSDAX,  /* memmap on the device, 2 MiB aligned: for DAX */
+	NDCTL_NS_SECTOR, /* BTT with 4 KiB sectors: atomic sector writes, no DAX */
+};
+
+/**
+ * pmem_ndctl_create_namespace() - create and enable a namespace of raw_size
+ * bytes named name in bus/region, the way `ndctl create-namespace` does it.
+ * On failure the half-made namespace is deleted again. -ENOSPC when the
+ * region has no room (or no idle seed namespace).
+ */
+int pmem_ndctl_create_namespace(const char *bus, const char *region, uint64_t raw_size, const char *name,
+				enum ndctl_ns_mode mode, struct ndctl_namespace_info *ret);
+
+/**
+ * pmem_ndctl_destroy_namespace() - disable (refused with -EBUSY while the
+ * block device is in use), drop the personality and delete namespace dev of
+ * region. -ENOENT when it is gone already.
+ */
+int pmem_ndctl_destroy_namespace(const char *bus, const char *region, const char *dev);

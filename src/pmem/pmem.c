@@ -25,7 +25,7 @@ int pmem_manager_new(const char *mode, unsigned percentage, struct pmem_manager 
 	if (strcmp(mode, "lvm") == 0)
 		r = pmem_lvm_new(percentage, &m->ops, &m->priv);
 	else if (strcmp(mode, "direct") == 0 || strcmp(mode, "ndctl") == 0)
-		r = log_error_errno(-EOPNOTSUPP, "Device manager \"direct\" is not available in this build yet");
+		r = pmem_direct_new(&m->ops, &m->priv); /* -pmemPercentage does not apply */
 	else
 		r = log_error_errno(-EINVAL, "Unknown device manager \"%s\" (lvm or direct)", mode);
 	if (r < 0) {

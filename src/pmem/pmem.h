@@ -73,3 +73,4 @@ void pmem_device_array_free(struct pmem_device *d, size_t n);
 
 /* Constructors of the device managers (lvm.c, direct.c). */
 int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, void **ret_priv);
+int pmem_direct_new(const struct pmem_manager_ops **ret_ops, void **ret_priv);
