@@ -156,9 +156,11 @@ static int respond_volume(struct csi_call *c, struct csi_driver *d, const struct
 	return 0;
 }
 
-static int create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
-			 const struct create_args *a, struct volume_params *params, ProtobufCMessage **ret)
+int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
+			     uint64_t required, uint64_t limit, uint64_t alloc, const struct volume_params *params,
+			     struct volume_record *ret)
 {
+	const struct create_args args = { .required = required, .limit = limit, .alloc = alloc }, *a = &args;
 	struct pmem_manager *pm = csi_driver_pm(d);
 	const char *state_dir = csi_driver_cfg(d)->state_dir;
 	struct volume_record rec = {}, existing = {};
@@ -179,8 +181,10 @@ static int create_locked(struct csi_call *c, struct csi_driver *d, const char *n
 		} else if (!volume_params_equal(&existing.params, params)) {
 			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS,
 				     "volume \"%s\" already exists with different parameters", name);
-		} else
-			r = respond_volume(c, d, &existing, ret);
+		} else {
+			*ret = existing;
+			return 0;
+		}
 		volume_record_done(&existing);
 		return r;
 	}
@@ -195,6 +199,14 @@ static int create_locked(struct csi_call *c, struct csi_driver *d, const char *n
 	if (r < 0)
 		return csi_fail_errno(c, r, "cannot write the state of volume %s", id);
 
+	/* Until the device exists and its first 4 KiB are cleared, the "creating"
+	 * marker says so: a crash in between makes the next start drop the
+	 * half-made device instead of handing out a device with old contents. */
+	r = state_intent_set(state_dir, id, "creating");
+	if (r < 0) {
+		(void)state_remove(state_dir, id);
+		return csi_fail_errno(c, r, "cannot write the state of volume %s", id);
+	}
 	r = pmem_create(pm, id, a->alloc, params->usage, &dev);
 	if (r == -EEXIST) {
 		/* A device without a registered volume: left by an interrupted
@@ -206,6 +218,7 @@ static int create_locked(struct csi_call *c, struct csi_driver *d, const char *n
 	if (r < 0) {
 		struct pmem_capacity cap;
 		(void)state_remove(state_dir, id);
+		(void)state_intent_clear(state_dir, id, "creating");
 		if (r == -ENOSPC) {
 			pmem_capacity(pm, &cap);
 			return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,
@@ -221,6 +234,7 @@ static int create_locked(struct csi_call *c, struct csi_driver *d, const char *n
 		pmem_device_done(&dev);
 		(void)pmem_delete(pm, id, false);
 		(void)state_remove(state_dir, id);
+		(void)state_intent_clear(state_dir, id, "creating");
 		return csi_fail(c, CSI_CODE_INTERNAL, "the device for volume %s has %" PRIu64 " bytes, less than %" PRIu64,
 				id, dev.size, a->required);
 	}
@@ -233,11 +247,14 @@ static int create_locked(struct csi_call *c, struct csi_driver *d, const char *n
 		}
 	}
 	pmem_device_done(&dev);
+	r = state_intent_clear(state_dir, id, "creating");
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot update the state of volume %s", id);
 	r = csi_volume_add(d, &rec);
 	if (r < 0)
 		return csi_fail_errno(c, r, "cannot register volume %s", id);
 	log_v(2, "Created volume %s (name \"%s\", %" PRIu64 " bytes)", id, name, rec.size);
-	return respond_volume(c, d, &rec, ret);
+	return volume_record_copy(&rec, ret) < 0 ? csi_oom(c) : 0;
 }
 
 int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
@@ -303,8 +320,67 @@ int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMe
 	r = csi_driver_lock(d, id);
 	if (r < 0)
 		return csi_fail_errno(c, r, "cannot lock volume %s", id);
-	r = create_locked(c, d, req->name, id, &a, &params, ret);
+	{
+		struct volume_record rec = {};
+		r = csi_volume_create_locked(c, d, req->name, id, a.required, a.limit, a.alloc, &params, &rec);
+		if (r >= 0) {
+			r = respond_volume(c, d, &rec, ret);
+			volume_record_done(&rec);
+		}
+	}
 	csi_driver_unlock(d, id);
+	return r;
+}
+
+int csi_volume_delete_locked(struct csi_call *c, struct csi_driver *d, const char *id)
+{
+	struct pmem_manager *pm = csi_driver_pm(d);
+	struct volume_record rec = {};
+	struct pmem_device dev = {};
+	bool erase = true, known;
+	int r, mounts;
+
+	known = csi_volume_lookup(d, id, &rec) >= 0;
+	if (known)
+		erase = rec.params.erase_after;
+	r = pmem_get(pm, id, &dev);
+	if (r == -ENOENT) {
+		r = 0;
+		goto remove_state;
+	}
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot look up volume %s", id);
+		goto out;
+	}
+	mounts = fs_device_mount_count(dev.path);
+	if (mounts > 0) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION,
+			     "volume %s is still mounted (%d mount(s) of %s): unpublish and unstage it first", id,
+			     mounts, dev.path);
+		goto out;
+	}
+	r = pmem_delete(pm, id, erase);
+	if (r == -EBUSY) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is in use (%s is open)", id, dev.path);
+		goto out;
+	}
+	if (r < 0 && r != -ENOENT) {
+		r = csi_fail_errno(c, r, "cannot delete volume %s", id);
+		goto out;
+	}
+	r = 0;
+remove_state:
+	r = state_remove(csi_driver_cfg(d)->state_dir, id);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot remove the state of volume %s", id);
+		goto out;
+	}
+	(void)state_intent_clear(csi_driver_cfg(d)->state_dir, id, "mkfs");
+	csi_volume_remove(d, id);
+	log_v(2, "Deleted volume %s (erase=%s)", id, erase ? "true" : "false");
+out:
+	pmem_device_done(&dev);
+	volume_record_done(&rec);
 	return r;
 }
 
@@ -313,12 +389,8 @@ int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMe
 {
 	const Csi__V1__DeleteVolumeRequest *req = (const Csi__V1__DeleteVolumeRequest *)msg;
 	struct csi_driver *d = ud;
-	struct pmem_manager *pm;
-	struct volume_record rec = {};
-	struct pmem_device dev = {};
 	Csi__V1__DeleteVolumeResponse *resp;
-	bool erase = true, known;
-	int r, mounts;
+	int r;
 
 	if (!req->volume_id || !*req->volume_id)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
@@ -333,56 +405,15 @@ int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMe
 		*ret = &resp->base;
 		return 0;
 	}
-	pm = csi_driver_pm(d);
 	r = csi_driver_lock(d, req->volume_id);
 	if (r < 0)
 		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
-	known = csi_volume_lookup(d, req->volume_id, &rec) >= 0;
-	if (known)
-		erase = rec.params.erase_after;
-	r = pmem_get(pm, req->volume_id, &dev);
-	if (r == -ENOENT) {
-		r = 0;
-		goto remove_state;
-	}
-	if (r < 0) {
-		r = csi_fail_errno(c, r, "cannot look up volume %s", req->volume_id);
-		goto out;
-	}
-	mounts = fs_device_mount_count(dev.path);
-	if (mounts > 0) {
-		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION,
-			     "volume %s is still mounted (%d mount(s) of %s): unpublish and unstage it first",
-			     req->volume_id, mounts, dev.path);
-		goto out;
-	}
-	r = pmem_delete(pm, req->volume_id, erase);
-	if (r == -EBUSY) {
-		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is in use (%s is open)",
-			     req->volume_id, dev.path);
-		goto out;
-	}
-	if (r < 0 && r != -ENOENT) {
-		r = csi_fail_errno(c, r, "cannot delete volume %s", req->volume_id);
-		goto out;
-	}
-	r = 0;
-remove_state:
-	if (known || r == 0) {
-		int q = state_remove(csi_driver_cfg(d)->state_dir, req->volume_id);
-		if (q < 0) {
-			r = csi_fail_errno(c, q, "cannot remove the state of volume %s", req->volume_id);
-			goto out;
-		}
-		csi_volume_remove(d, req->volume_id);
-	}
-	log_v(2, "Deleted volume %s (erase=%s)", req->volume_id, erase ? "true" : "false");
-	*ret = &resp->base;
-out:
-	pmem_device_done(&dev);
-	volume_record_done(&rec);
+	r = csi_volume_delete_locked(c, d, req->volume_id);
 	csi_driver_unlock(d, req->volume_id);
-	return r;
+	if (r < 0)
+		return r;
+	*ret = &resp->base;
+	return 0;
 }
 
 int csi_controller_validate_volume_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *msg,

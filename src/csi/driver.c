@@ -240,6 +240,22 @@ static int load_one(struct volume_record *rec, void *ud)
 	struct pmem_device dev = {};
 	int r;
 
+	if (state_intent_test(c->d->cfg.state_dir, rec->id, "creating") > 0) {
+		/* Cut off inside CreateVolume: the device may exist with its old
+		 * contents. Nobody got this volume yet; remove it, the CO retries. */
+		log_info("Volume %s was being created when the driver stopped: removing it", rec->id);
+		r = pmem_delete(c->d->pm, rec->id, false);
+		if (r < 0 && r != -ENOENT) {
+			log_warning_errno(r, "Cannot remove the half-created device of %s: %m", rec->id);
+			volume_record_done(rec);
+			return 0;
+		}
+		(void)state_remove(c->d->cfg.state_dir, rec->id);
+		(void)state_intent_clear(c->d->cfg.state_dir, rec->id, "creating");
+		c->dropped++;
+		volume_record_done(rec);
+		return 0;
+	}
 	r = pmem_get(c->d->pm, rec->id, &dev);
 	if (r == -ENOENT) {
 		/* The driver stopped between writing the state and creating the

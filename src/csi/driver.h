@@ -72,6 +72,21 @@ int csi_volume_page(struct csi_driver *d, const char *after, size_t max, struct 
 void volume_record_array_free(struct volume_record *r, size_t n);
 int volume_record_copy(const struct volume_record *src, struct volume_record *dst);
 
+/**
+ * csi_volume_create_locked() - create (or find, idempotently) volume id named
+ * name with at least required bytes (alloc: the size to allocate; limit 0 =
+ * none). Caller holds the volume's lock. Fills *ret (caller frees with
+ * volume_record_done()) or fails the call.
+ */
+int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
+			     uint64_t required, uint64_t limit, uint64_t alloc, const struct volume_params *params,
+			     struct volume_record *ret);
+/**
+ * csi_volume_delete_locked() - delete volume id (erasing it if its parameters
+ * say so) and its state; success when it does not exist. Caller holds the lock.
+ */
+int csi_volume_delete_locked(struct csi_call *c, struct csi_driver *d, const char *id);
+
 /* Handlers (identity.c, controller.c, node.c) */
 int csi_identity_get_plugin_info(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 				 ProtobufCMessage **ret);

@@ -104,6 +104,14 @@ static int stage_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1_
 		r = csi_fail_errno(c, r, "cannot probe %s for a filesystem", dev.path);
 		goto out;
 	}
+	/* A "mkfs" marker means a previous mkfs was cut off: what is on the
+	 * device is a torn filesystem of ours, not data; make it again. */
+	r = state_intent_test(csi_driver_cfg(d)->state_dir, req->volume_id, "mkfs");
+	if (r > 0) {
+		log_info("Volume %s: the last mkfs did not finish, formatting again", req->volume_id);
+		free(existing);
+		existing = NULL;
+	}
 	if (existing && strcmp(existing, caps->fs_type) != 0) {
 		/* Never format over data. */
 		r = csi_fail(c, CSI_CODE_ALREADY_EXISTS,
@@ -118,10 +126,20 @@ static int stage_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1_
 				     req->volume_id, dev.size);
 			goto out;
 		}
+		r = state_intent_set(csi_driver_cfg(d)->state_dir, req->volume_id, "mkfs");
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot write the state of volume %s", req->volume_id);
+			goto out;
+		}
 		r = fs_mkfs(dev.path, caps->fs_type, &err);
 		if (r < 0) {
 			r = csi_fail(c, CSI_CODE_INTERNAL, "mkfs.%s on %s failed: %s", caps->fs_type, dev.path,
 				     err ? err : "unknown error");
+			goto out;
+		}
+		r = state_intent_clear(csi_driver_cfg(d)->state_dir, req->volume_id, "mkfs");
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot update the state of volume %s", req->volume_id);
 			goto out;
 		}
 	}
@@ -363,6 +381,121 @@ out:
 	return r;
 }
 
+static bool is_ephemeral(const char *const *keys, const char *const *values, size_t n)
+{
+	bool b = false;
+
+	for (size_t i = 0; i < n; i++)
+		if (streq_ptr(keys[i], "csi.storage.k8s.io/ephemeral") && parse_bool(values[i], &b) >= 0)
+			return b;
+	return false;
+}
+
+/* Format (if new) and mount an ephemeral volume's device directly on the target. */
+static int mount_ephemeral(struct csi_call *c, const char *dev, uint64_t size, const char *fs, bool dax, bool ro,
+			   const char *target)
+{
+	_cleanup_free_ char *existing = NULL, *err = NULL;
+	int r;
+
+	r = fs_detect(dev, &existing);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot probe %s for a filesystem", dev);
+	if (existing && strcmp(existing, fs) != 0)
+		return csi_fail(c, CSI_CODE_ALREADY_EXISTS, "ephemeral volume already holds %s, not %s", existing, fs);
+	if (!existing && fs_mkfs(dev, fs, &err) < 0)
+		return csi_fail(c, CSI_CODE_INTERNAL, "mkfs.%s on %s failed: %s", fs, dev, err ? err : "unknown error");
+	r = mkdir_p(target, 0750);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot create target path %s", target);
+	r = fs_mount(dev, target, fs, ro ? MS_RDONLY : 0, dax ? "dax" : NULL);
+	if (r < 0)
+		return csi_fail_errno(c, r, "mount -t %s%s %s %s failed", fs, dax ? " -o dax" : "", dev, target);
+	if (strcmp(fs, "xfs") == 0 && fs_xfs_set_extsize(target) < 0)
+		log_warning("Cannot set the 2 MiB extent size hint on %s", target);
+	(void)size;
+	return 0;
+}
+
+/*
+ * CSI inline ephemeral volume: created, formatted and mounted by
+ * NodePublishVolume from the pod's volume attributes, deleted by
+ * NodeUnpublishVolume. Its name is kubelet's volume ID (csi-<hash>).
+ */
+static int publish_ephemeral(struct csi_call *c, struct csi_driver *d, const Csi__V1__NodePublishVolumeRequest *req,
+			     const struct csi_caps_summary *caps, const struct volume_params *params)
+{
+	char id[VOLUME_ID_MAX];
+	struct volume_record rec = {};
+	struct pmem_device dev = {};
+	struct fs_mount_info mi = {};
+	const char *fs = params->fs_type && *params->fs_type ? params->fs_type : caps->fs_type;
+	bool ro = req->readonly, created = false;
+	uint64_t alloc;
+	int r;
+
+	if (caps->block)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "ephemeral volumes must be mount volumes, not block");
+	if (params->kata)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"volume attribute \"kataContainers\": Kata Containers volumes are not supported by this build yet");
+	if (!params->has_size || params->size == 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"volume attribute \"size\" is required for ephemeral volumes (a quantity like 1Gi)");
+	if (!fs)
+		fs = "ext4";
+	if (volume_id_from_name(req->volume_id, id) < 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id \"%s\" cannot name a volume", req->volume_id);
+	alloc = params->size;
+	if (strcmp(fs, "xfs") == 0 && alloc < FS_XFS_MIN_SIZE)
+		alloc = FS_XFS_MIN_SIZE;
+	alloc = round_up_u64(alloc, 4 * MiB);
+	if (alloc == 0)
+		return csi_fail(c, CSI_CODE_OUT_OF_RANGE, "volume attribute \"size\" is too large");
+
+	r = csi_driver_lock(d, id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", id);
+	r = csi_volume_create_locked(c, d, req->volume_id, id, params->size, 0, alloc, params, &rec);
+	if (r < 0)
+		goto out;
+	created = true;
+	r = pmem_get(csi_driver_pm(d), id, &dev);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "the device of ephemeral volume %s is missing", id);
+		goto out;
+	}
+	r = fs_mount_info(req->target_path, &mi);
+	if (r > 0) {
+		r = same_device(&mi, dev.path) ? 0
+					       : csi_fail(c, CSI_CODE_ALREADY_EXISTS, "target path %s has another device mounted",
+							  req->target_path);
+		created = false; /* published before: keep it */
+		goto out;
+	}
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot read the mount table");
+		goto out;
+	}
+	r = mount_ephemeral(c, dev.path, dev.size, fs, params->usage == VOLUME_USAGE_APP_DIRECT, ro, req->target_path);
+	if (r >= 0) {
+		log_v(2, "Published ephemeral volume %s (%s) at %s", id, fs, req->target_path);
+		created = false;
+	}
+out:
+	if (r < 0 && created) {
+		/* Nothing is left behind by a failed ephemeral publish: kubelet retries from scratch. */
+		struct csi_call scratch = *c;
+		(void)rmdir(req->target_path);
+		(void)csi_volume_delete_locked(&scratch, d, id);
+	}
+	fs_mount_info_done(&mi);
+	pmem_device_done(&dev);
+	volume_record_done(&rec);
+	csi_driver_unlock(d, id);
+	return r;
+}
+
 int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
 {
 	const Csi__V1__NodePublishVolumeRequest *req = (const Csi__V1__NodePublishVolumeRequest *)msg;
@@ -372,6 +505,7 @@ int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage
 	const char *keys[MAX_CONTEXT], *values[MAX_CONTEXT];
 	_cleanup_free_ char *err = NULL;
 	Csi__V1__NodePublishVolumeResponse *resp;
+	bool ephemeral;
 	int r;
 
 	if (!req->volume_id || !*req->volume_id)
@@ -390,17 +524,27 @@ int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage
 		values[i] = req->volume_context[i]->value;
 	}
 	volume_params_init(&params);
-	r = volume_params_parse(&params, PARAMS_ORIGIN_PUBLISH_CONTEXT, keys, values, req->n_volume_context, &err);
-	if (r >= 0 && params.ephemeral)
-		r = -EOPNOTSUPP;
-	volume_params_done(&params);
-	if (r == -EOPNOTSUPP)
-		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
-				"CSI inline ephemeral volumes are not supported by this build yet");
-	if (r < 0)
+	ephemeral = is_ephemeral(keys, values, req->n_volume_context);
+	r = volume_params_parse(&params, ephemeral ? PARAMS_ORIGIN_EPHEMERAL : PARAMS_ORIGIN_PUBLISH_CONTEXT, keys,
+				values, req->n_volume_context, &err);
+	if (r < 0) {
+		volume_params_done(&params);
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_context: %s", err ? err : "invalid");
-	if (csi_check_ready(c, d) < 0)
+	}
+	if (csi_check_ready(c, d) < 0) {
+		volume_params_done(&params);
 		return -1;
+	}
+	if (ephemeral) {
+		resp = CSI_NEW(c, Csi__V1__NodePublishVolumeResponse, csi__v1__node_publish_volume_response__init);
+		r = resp ? publish_ephemeral(c, d, req, &caps, &params) : csi_oom(c);
+		volume_params_done(&params);
+		if (r < 0)
+			return r;
+		*ret = &resp->base;
+		return 0;
+	}
+	volume_params_done(&params);
 	resp = CSI_NEW(c, Csi__V1__NodePublishVolumeResponse, csi__v1__node_publish_volume_response__init);
 	if (!resp)
 		return csi_oom(c);
@@ -413,6 +557,24 @@ int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage
 		return r;
 	*ret = &resp->base;
 	return 0;
+}
+
+/* An ephemeral volume ends with its last unpublish. */
+static int delete_if_ephemeral(struct csi_call *c, struct csi_driver *d, const char *volume_id)
+{
+	char id[VOLUME_ID_MAX];
+	struct volume_record rec = {};
+	int r = 0;
+
+	if (volume_id_from_name(volume_id, id) < 0)
+		return 0;
+	if (csi_driver_lock(d, id) < 0)
+		return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED, "out of memory");
+	if (csi_volume_lookup(d, id, &rec) >= 0 && rec.params.ephemeral && streq_ptr(rec.params.name, volume_id))
+		r = csi_volume_delete_locked(c, d, id);
+	volume_record_done(&rec);
+	csi_driver_unlock(d, id);
+	return r;
 }
 
 int csi_node_unpublish_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
@@ -447,6 +609,9 @@ int csi_node_unpublish_volume(struct csi_call *c, void *ud, const ProtobufCMessa
 	if (r < 0)
 		return r;
 	log_v(2, "Unpublished volume %s from %s", req->volume_id, req->target_path);
+	r = delete_if_ephemeral(c, d, req->volume_id);
+	if (r < 0)
+		return r;
 	*ret = &resp->base;
 	return 0;
 }

@@ -65,7 +65,7 @@ static bool allowed(enum params_origin o, const char *key)
 		       streq_ptr(key, KEY_PROVISIONER_ID);
 	case PARAMS_ORIGIN_STATE:
 		return streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, KEY_NAME) ||
-		       streq_ptr(key, KEY_SIZE) || streq_ptr(key, KEY_DEVICE_MODE);
+		       streq_ptr(key, KEY_SIZE) || streq_ptr(key, KEY_DEVICE_MODE) || streq_ptr(key, KEY_EPHEMERAL);
 	}
 	return false;
 }
@@ -175,6 +175,8 @@ size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, 
 	ADD(KEY_PERSISTENCY, p->persistency_none ? "none" : "normal");
 	ADD(KEY_NAME, p->name);
 	ADD(KEY_DEVICE_MODE, p->device_mode);
+	if (p->ephemeral)
+		ADD(KEY_EPHEMERAL, "true");
 #undef ADD
 	return n;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "basic/fileio.h"
 #include "basic/log.h"
@@ -127,6 +128,35 @@ int state_remove(const char *dir, const char *id)
 	if (!name)
 		return -ENOMEM;
 	return unlink_durable(dir, name);
+}
+
+int state_intent_set(const char *dir, const char *id, const char *what)
+{
+	_cleanup_free_ char *name = xasprintf("%s.%s", id, what);
+
+	if (!name)
+		return -ENOMEM;
+	return write_file_atomic(dir, name, "", 0);
+}
+
+int state_intent_clear(const char *dir, const char *id, const char *what)
+{
+	_cleanup_free_ char *name = xasprintf("%s.%s", id, what);
+
+	if (!name)
+		return -ENOMEM;
+	return unlink_durable(dir, name);
+}
+
+int state_intent_test(const char *dir, const char *id, const char *what)
+{
+	_cleanup_free_ char *path = xasprintf("%s/%s.%s", dir, id, what);
+
+	if (!path)
+		return -ENOMEM;
+	if (access(path, F_OK) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -errno;
 }
 
 int state_load_all(const char *dir, int (*fn)(struct volume_record *rec, void *ud), void *ud)

@@ -34,4 +34,16 @@ int state_remove(const char *dir, const char *id);
  * ownership of the record's contents). Unparseable files are logged and skipped,
  * left in place for inspection.
  */
+/*
+ * Intent markers: <dir>/<id>.<what> files that exist while a step that cannot
+ * be made atomic runs (creating a device and clearing its start, making a
+ * filesystem). A marker found at start-up or at the next attempt means the step
+ * was cut off and must be redone from scratch. Durable (fsynced) before the
+ * step starts.
+ */
+int state_intent_set(const char *dir, const char *id, const char *what);
+int state_intent_clear(const char *dir, const char *id, const char *what);
+/** state_intent_test() - 1 if the marker exists, 0 if not, -errno on error. */
+int state_intent_test(const char *dir, const char *id, const char *what);
+
 int state_load_all(const char *dir, int (*fn)(struct volume_record *rec, void *ud), void *ud);
