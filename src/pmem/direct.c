@@ -361,10 +361,12 @@ static uint64_t usable_for_extent(uint64_t extent, uint64_t step)
 
 	if (raw <= DIRECT_FIXED_OVERHEAD + step)
 		return 0;
+	/* Multiples of 4 MiB: the CSI layer rounds requests up to that unit, so
+	 * the maximum it reports must be one. */
 	want = (raw - DIRECT_FIXED_OVERHEAD) / 64 * 63;
-	want -= want % (4 * KiB);
-	while (want > 0 && raw_size_for(want, VOLUME_USAGE_APP_DIRECT, step) > raw)
-		want -= 4 * KiB * 16;
+	want -= want % (4 * MiB);
+	while (want >= 4 * MiB && raw_size_for(want, VOLUME_USAGE_APP_DIRECT, step) > raw)
+		want -= 4 * MiB;
 	return want;
 }
 
