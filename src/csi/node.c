@@ -27,6 +27,12 @@
 
 #define MAX_CONTEXT 64
 
+/* The mount half of a capability's oneof; NULL for block (the union holds the block pointer). */
+static const Csi__V1__VolumeCapability__MountVolume *mount_of(const Csi__V1__VolumeCapability *cap)
+{
+	return cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT ? cap->mount : NULL;
+}
+
 static bool same_device(const struct fs_mount_info *mi, const char *dev)
 {
 	struct stat st;
@@ -58,7 +64,7 @@ static int stage_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1_
 	struct pmem_device dev = {};
 	struct fs_mount_info mi = {};
 	_cleanup_free_ char *existing = NULL, *data = NULL, *err = NULL, *opts = NULL;
-	const Csi__V1__VolumeCapability__MountVolume *mv = req->volume_capability->mount;
+	const Csi__V1__VolumeCapability__MountVolume *mv = mount_of(req->volume_capability);
 	unsigned long flags = 0;
 	bool dax;
 	int r;
@@ -284,7 +290,7 @@ static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V
 	struct volume_record rec = {};
 	struct pmem_device dev = {};
 	struct fs_mount_info mi = {}, smi = {};
-	const Csi__V1__VolumeCapability__MountVolume *mv = req->volume_capability->mount;
+	const Csi__V1__VolumeCapability__MountVolume *mv = mount_of(req->volume_capability);
 	_cleanup_free_ char *data = NULL;
 	unsigned long flags = 0;
 	bool ro;
