@@ -79,7 +79,7 @@ struct csi_method {
 	bool slow;
 };
 
-/* Called after every call, e.g. for metrics. */
+/* Called after every call, e.g. for metrics, with the full method path ("/csi.v1.Node/NodeStageVolume"). */
 typedef void (*csi_observer_fn)(const char *method, enum csi_code code, double seconds, void *userdata);
 
 struct csi_server_config {

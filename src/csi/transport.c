@@ -167,8 +167,9 @@ static void call_finish_log(struct call *c)
 	char dur[32];
 	int v;
 
+	/* Metrics use the full gRPC method path, as csi-lib-utils does. */
 	if (s->cfg.observer)
-		s->cfg.observer(c->c.method, c->c.code, secs, s->cfg.observer_userdata);
+		s->cfg.observer(c->method ? c->method->path : c->c.method, c->c.code, secs, s->cfg.observer_userdata);
 	snprintf(dur, sizeof(dur), "%.6fs", secs);
 	/* Errors always; successful slow calls at -v=1; probes and capability
 	 * queries (kubelet and the sidecars call them constantly) at -v=5. */

@@ -16,6 +16,8 @@
 #include "basic/strutil.h"
 #include "csi/driver.h"
 #include "csi/server.h"
+#include "metrics/http.h"
+#include "metrics/metrics.h"
 #include "pmem/pmem.h"
 
 #ifndef PMEM_CSI_VERSION
@@ -137,11 +139,36 @@ static void log_ready(const struct pmem_manager *pm, const struct pmem_capacity 
 		 format_bytes(t, sizeof(t), cap->total));
 }
 
+/* Glue between the CSI driver and the metrics module. */
+static void metrics_capacity(void *userdata, uint64_t *available, uint64_t *managed, uint64_t *max_volume_size,
+			     uint64_t *total)
+{
+	struct pmem_capacity cap;
+
+	csi_driver_capacity(userdata, &cap);
+	*available = cap.available;
+	*managed = cap.managed;
+	*max_volume_size = cap.max_volume_size;
+	*total = cap.total;
+}
+
+static bool metrics_ready(void *userdata)
+{
+	return csi_driver_ready(userdata);
+}
+
+static void metrics_observer(const char *method, enum csi_code code, double seconds, void *userdata)
+{
+	metrics_observe_call(userdata, method, csi_code_name(code), seconds);
+}
+
 static int run_node(const struct options *o)
 {
 	_cleanup_free_ char *state_dir = NULL;
 	struct csi_driver *driver = NULL;
 	struct csi_server *server = NULL;
+	struct metrics *metrics = NULL;
+	struct metrics_http *http = NULL;
 	struct pmem_manager *pm = NULL;
 	struct pmem_capacity cap;
 	struct csi_server_config scfg = {};
@@ -161,7 +188,25 @@ static int run_node(const struct options *o)
 	if (r < 0)
 		return log_error_errno(r, "Failed to set up the driver: %m");
 
+	r = metrics_new(o->drivername, o->nodeid, PMEM_CSI_VERSION, &metrics);
+	if (r < 0) {
+		log_error_errno(r, "Failed to set up metrics: %m");
+		goto out;
+	}
+	if (o->metrics_listen && *o->metrics_listen) {
+		r = metrics_http_start(metrics, o->metrics_listen, o->metrics_path, &http);
+		if (r < 0) {
+			log_error_errno(r, "Failed to serve metrics on %s: %m", o->metrics_listen);
+			goto out;
+		}
+		metrics_http_set_readiness(http, metrics_ready, driver);
+		log_info("Prometheus endpoint started on %s (port %u), path %s", o->metrics_listen,
+			 (unsigned)metrics_http_port(http), o->metrics_path);
+	}
+
 	scfg.endpoint = o->endpoint;
+	scfg.observer = metrics_observer;
+	scfg.observer_userdata = metrics;
 	scfg.methods = csi_driver_methods(&scfg.n_methods);
 	scfg.userdata = driver;
 	scfg.max_request_bytes = MAX_REQUEST_BYTES;
@@ -179,6 +224,7 @@ static int run_node(const struct options *o)
 	r = csi_driver_attach(driver, TAKE_PTR(pm));
 	if (r < 0)
 		goto out;
+	metrics_set_capacity_source(metrics, metrics_capacity, driver);
 	csi_driver_capacity(driver, &cap);
 	log_ready(csi_driver_pm(driver), &cap);
 
@@ -189,9 +235,12 @@ static int run_node(const struct options *o)
 		log_info("Received signal %d (%s), shutting down", sig, strsignal(sig));
 	r = 0;
 out:
+	/* Scrapes and /healthz use the driver, gRPC calls the metrics: stop both users first. */
+	metrics_http_stop(http);
 	csi_server_stop(server, 60 * 1000);
 	pmem_manager_free(pm);
 	csi_driver_free(driver);
+	metrics_free(metrics);
 	return r;
 }
 

@@ -57,7 +57,7 @@ class Direct(DriverTestCase):
     def test_02_fsdax_size_never_below_request(self):
         for i, size in enumerate([64 * MiB, 1 * GiB, 1500 * MiB + 1]):
             name = "direct-size-%d" % i
-            vol = self.create(name, size)
+            vol = self.create(name, size, params={"eraseafter": "false"})
             ns = volume_namespaces().get(vol.volume_id)
             self.assertIsNotNone(ns, "no namespace named %s" % vol.volume_id)
             self.assertEqual(ns["mode"], "fsdax")
@@ -98,7 +98,7 @@ class Direct(DriverTestCase):
     def test_05_maximum_volume_size_really_fits(self):
         cap = self.capacity()
         maxsz = cap.maximum_volume_size.value
-        vol = self.create("direct-max", maxsz)
+        vol = self.create("direct-max", maxsz, params={"eraseafter": "false"})
         self.assertGreaterEqual(blockdev_size(device_of(self, vol.volume_id)), maxsz)
         code, details, _ = self.create("direct-too-big", self.capacity().maximum_volume_size.value + GiB, check=False)
         self.assertEqual(code, C.RESOURCE_EXHAUSTED, details)
@@ -109,8 +109,8 @@ class Direct(DriverTestCase):
         if nreg < 2:
             self.skipTest("one region only")
         half = self.capacity().maximum_volume_size.value * 2 // 3
-        a = self.create("direct-big-a", half)
-        b = self.create("direct-big-b", half)
+        a = self.create("direct-big-a", half, params={"eraseafter": "false"})
+        b = self.create("direct-big-b", half, params={"eraseafter": "false"})
         ns = volume_namespaces()
         self.assertNotEqual(ns[a.volume_id]["dev"].split(".")[0], ns[b.volume_id]["dev"].split(".")[0],
                             "both volumes in one region")

@@ -1,0 +1,63 @@
+#!/bin/bash
+# run-guest-suite.sh - run the in-guest CSI test suite (test/guest) in the QEMU VM.
+#
+# usage: test/vm/run-guest-suite.sh BUILDDIR [PATTERN...]
+#
+# Boots a VM with 2 x 4G emulated NVDIMMs and 2G RAM that sees the host's root
+# filesystem read-only (so BUILDDIR/pmem-csi-driver and the repo), runs
+# test/guest/run-suite.py in it against BUILDDIR/pmem-csi-driver, and ends with
+# the suite's "N passed, N failed" line. Exit status: the suite's (0 = all
+# passed), 124 when the VM timed out, 255 when the guest died.
+#
+# Environment:
+#   RESULTS_DIR            where the console log and driver logs go
+#                          (default BUILDDIR/test-results/guest; emptied first)
+#   STRESS_WORKERS, STRESS_VOLUMES   size of the stress test (default 10 x 50)
+#   PMEMVM_TIMEOUT         VM time limit in seconds (default 3600)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+
+[ $# -ge 1 ] || { echo "usage: $0 BUILDDIR [PATTERN...]" >&2; exit 2; }
+BUILDDIR=$(realpath "$1"); shift
+DRIVER=$BUILDDIR/pmem-csi-driver
+if [ ! -x "$DRIVER" ]; then
+    echo "FAIL - driver binary $DRIVER missing"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+bash "$HERE/setup-host.sh" >/dev/null
+
+RESULTS=${RESULTS_DIR:-$BUILDDIR/test-results/guest}
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+RESULTS=$(realpath "$RESULTS")
+CONSOLE=$RESULTS/console.log
+
+envs=(--env "PMEM_CSI_DRIVER=$DRIVER" --env "RESULTS_DIR=$RESULTS")
+for v in STRESS_WORKERS STRESS_VOLUMES CALL_TIMEOUT READY_TIMEOUT; do
+    [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
+done
+
+SUMMARY='^[0-9]+ passed, [0-9]+ failed'
+rc=0
+# The suite's summary line is held back and printed last, after the VM's own
+# shutdown messages, so that it closes the output.
+"$HERE/vm-run.sh" --nvdimm 4G --nvdimm 4G --mem 2G --timeout "${PMEMVM_TIMEOUT:-3600}" \
+    --rwdir "$RESULTS" "${envs[@]}" -- \
+    /usr/bin/python3 "$REPO/test/guest/run-suite.py" "$@" 2>&1 \
+    | sed -u 's/\r$//' | tee "$CONSOLE" | grep --line-buffered -Ev "$SUMMARY" || rc=${PIPESTATUS[0]}
+
+summary=$(grep -E "$SUMMARY" "$CONSOLE" | tail -1 || true)
+if [ -z "$summary" ]; then
+    # The guest never got to its summary (timeout, panic): count what it printed.
+    passed=$(grep -c '^ok - ' "$CONSOLE" || true)
+    failed=$(grep -c '^FAIL - ' "$CONSOLE" || true)
+    echo "FAIL - the guest suite did not finish (status $rc); see $CONSOLE"
+    summary="$passed passed, $((failed + 1)) failed"
+    [ "$rc" != 0 ] || rc=1
+fi
+echo "logs: $RESULTS"
+echo "$summary"
+exit "$rc"
