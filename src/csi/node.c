@@ -33,6 +33,13 @@ static const Csi__V1__VolumeCapability__MountVolume *mount_of(const Csi__V1__Vol
 	return cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT ? cap->mount : NULL;
 }
 
+static bool same_node(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && S_ISBLK(sa.st_mode) && sa.st_rdev == sb.st_rdev;
+}
+
 static bool same_device(const struct fs_mount_info *mi, const char *dev)
 {
 	struct stat st;
@@ -314,7 +321,9 @@ static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V
 	}
 	if (r > 0) {
 		bool is_ro = fs_has_option(mi.options, "ro");
-		if (!same_device(&mi, dev.path))
+		/* A bound device node shows the devtmpfs it lives in, not the device. */
+		bool ours = caps->block ? same_node(req->target_path, dev.path) : same_device(&mi, dev.path);
+		if (!ours)
 			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS, "target path %s has another device mounted (%s)",
 				     req->target_path, mi.source);
 		else if (is_ro != ro)

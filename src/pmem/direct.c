@@ -402,6 +402,9 @@ int pmem_direct_new(const struct pmem_manager_ops **ret_ops, void **ret_priv)
 	struct direct *m;
 	int r;
 
+	r = pmem_ndctl_cleanup_incomplete(volume_id_is_valid);
+	if (r < 0)
+		log_warning_errno(r, "Cannot check for incomplete namespaces: %m");
 	r = pmem_ndctl_regions(&ri, &n);
 	if (r < 0)
 		return log_error_errno(r, "Failed to list PMEM regions: %m");

@@ -259,6 +259,14 @@ static int refresh_vg(struct lvm *m, size_t vg)
 	return n == 1 ? 0 : -ENOENT;
 }
 
+static bool row_has_name(const struct lvm_report_row *rows, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(rows[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n_regions)
 {
 	struct lvm_report_row *vgs = NULL, *lvs = NULL;
@@ -272,6 +280,27 @@ static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n
 	r = lvm_report(vargv, "vg", &vgs, &n_vgs);
 	if (r < 0)
 		goto out;
+	/* Activate every LV of our VGs: after a reboot without lvm2's boot
+	 * services, or after an lvcreate/lvremove cut off by a crash, LVs can
+	 * exist without their device nodes. */
+	{
+		const char *argv[20] = { "vgchange", "--activate", "y" };
+		char *names[16] = {};
+		size_t n = 3, k = 0;
+		_cleanup_free_ char *err = NULL;
+
+		for (size_t i = 0; i < n_regions && k < ELEMENTSOF(names); i++) {
+			char *name = vg_name_for(&regions[i]);
+			if (name && row_has_name(vgs, n_vgs, name))
+				argv[n++] = names[k++] = name;
+			else
+				free(name);
+		}
+		if (k > 0 && lvm_run(argv, NULL, &err) < 0)
+			log_warning("vgchange -ay failed: %s", err ? err : "");
+		for (size_t i = 0; i < k; i++)
+			free(names[i]);
+	}
 	r = lvm_report(largv, "lv", &lvs, &n_lvs);
 	if (r < 0)
 		goto out;
@@ -442,6 +471,12 @@ static int lvm_delete(void *priv, const char *name, bool erase)
 
 	/* The erase doubles as the in-use check: it opens the device O_EXCL. */
 	r = blockdev_erase(path, erase);
+	if (r == -ENOENT || r == -ENXIO) {
+		/* Inactive LV (e.g. an lvcreate cut off by a crash): activate, then erase. */
+		const char *argv[] = { "lvchange", "--activate", "y", lvarg, NULL };
+		if (lvm_run(argv, NULL, NULL) >= 0 && blockdev_wait(path, 5000) >= 0)
+			r = blockdev_erase(path, erase);
+	}
 	if (r == -EBUSY)
 		return r;
 	if (r < 0 && r != -ENOENT)

@@ -286,3 +286,58 @@ out:
 	ndctl_unref(ctx);
 	return r;
 }
+
+int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
+{
+	struct ndctl_ctx *ctx = NULL;
+	struct ndctl_bus *bus;
+	struct ndctl_region *region;
+	int r, cleaned = 0;
+
+	r = ndctl_new(&ctx);
+	if (r < 0)
+		return r;
+	ndctl_bus_foreach(ctx, bus) {
+		ndctl_region_foreach(bus, region) {
+			struct ndctl_namespace *ndns;
+			struct ndctl_pfn *pfn;
+			struct ndctl_btt *btt;
+
+			if (ndctl_region_get_type(region) != ND_DEVICE_REGION_PMEM || !ndctl_region_is_enabled(region))
+				continue;
+			/* A pfn or btt personality claimed but never enabled: release the claim. */
+			ndctl_pfn_foreach(region, pfn)
+				if (!ndctl_pfn_is_enabled(pfn) && ndctl_pfn_get_namespace(pfn) &&
+				    !ndctl_namespace_is_active(ndctl_pfn_get_namespace(pfn)) &&
+				    is_ours(ndctl_namespace_get_alt_name(ndctl_pfn_get_namespace(pfn)) ?: "")) {
+					(void)ndctl_pfn_set_namespace(pfn, NULL);
+					cleaned++;
+				}
+			ndctl_btt_foreach(region, btt)
+				if (!ndctl_btt_is_enabled(btt) && ndctl_btt_get_namespace(btt) &&
+				    !ndctl_namespace_is_active(ndctl_btt_get_namespace(btt)) &&
+				    is_ours(ndctl_namespace_get_alt_name(ndctl_btt_get_namespace(btt)) ?: "")) {
+					(void)ndctl_btt_set_namespace(btt, NULL);
+					cleaned++;
+				}
+			ndctl_namespace_foreach(region, ndns) {
+				const char *name = ndctl_namespace_get_alt_name(ndns);
+				if (ndctl_namespace_is_active(ndns) || ndctl_namespace_is_configuration_idle(ndns))
+					continue;
+				/* Ours (named like a volume) but not enabled: a creation that
+				 * was cut off. An unnamed seed with settings is the same, from
+				 * before the name was set. */
+				if (!is_ours(name ? name : "") && !(ndctl_namespace_get_size(ndns) == 0 && !(name && *name)))
+					continue;
+				log_info("Removing incomplete namespace %s (\"%s\") in %s", ndctl_namespace_get_devname(ndns),
+					 name ? name : "", ndctl_region_get_devname(region));
+				(void)ndctl_namespace_set_enforce_mode(ndns, NDCTL_NS_MODE_RAW);
+				(void)ndctl_namespace_disable_invalidate(ndns);
+				if (ndctl_namespace_delete(ndns) >= 0)
+					cleaned++;
+			}
+		}
+	}
+	ndctl_unref(ctx);
+	return cleaned;
+}

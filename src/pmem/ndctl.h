@@ -56,3 +56,11 @@ int pmem_ndctl_create_namespace(const char *bus, const char *region, uint64_t ra
  * region. -ENOENT when it is gone already.
  */
 int pmem_ndctl_destroy_namespace(const char *bus, const char *region, const char *dev);
+
+/**
+ * pmem_ndctl_cleanup_incomplete() - delete namespaces that a creation left
+ * behind when it was cut off (disabled, not idle, named so that is_ours()
+ * accepts the name), and release pfn/btt claims on them. Returns how many
+ * objects were cleaned.
+ */
+int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name));
