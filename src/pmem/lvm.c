@@ -267,6 +267,16 @@ static bool row_has_name(const struct lvm_report_row *rows, size_t n, const char
 	return false;
 }
 
+static bool ours(const struct ndctl_region_info *regions, size_t n, const char *vg)
+{
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *name = vg_name_for(&regions[i]);
+		if (name && strcmp(name, vg) == 0)
+			return true;
+	}
+	return false;
+}
+
 static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n_regions)
 {
 	struct lvm_report_row *vgs = NULL, *lvs = NULL;
@@ -274,36 +284,37 @@ static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n
 	const char *vargv[] = { "vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
 				"vg_name,vg_size,vg_free", NULL };
 	const char *largv[] = { "lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-				"lv_name,vg_name,lv_size,lv_path", NULL };
+				"lv_name,vg_name,lv_size,lv_path,lv_attr", NULL };
 	int r;
 
 	r = lvm_report(vargv, "vg", &vgs, &n_vgs);
 	if (r < 0)
 		goto out;
-	/* Activate every LV of our VGs: after a reboot without lvm2's boot
-	 * services, or after an lvcreate/lvremove cut off by a crash, LVs can
-	 * exist without their device nodes. */
-	{
-		const char *argv[20] = { "vgchange", "--activate", "y" };
-		char *names[16] = {};
-		size_t n = 3, k = 0;
-		_cleanup_free_ char *err = NULL;
-
-		for (size_t i = 0; i < n_regions && k < ELEMENTSOF(names); i++) {
-			char *name = vg_name_for(&regions[i]);
-			if (name && row_has_name(vgs, n_vgs, name))
-				argv[n++] = names[k++] = name;
-			else
-				free(name);
-		}
-		if (k > 0 && lvm_run(argv, NULL, &err) < 0)
-			log_warning("vgchange -ay failed: %s", err ? err : "");
-		for (size_t i = 0; i < k; i++)
-			free(names[i]);
-	}
 	r = lvm_report(largv, "lv", &lvs, &n_lvs);
 	if (r < 0)
 		goto out;
+	/* Activate the LVs of our VGs that are not: after a reboot without
+	 * lvm2's boot services, or an lvcreate cut off by a crash, an LV can
+	 * exist without its device node. */
+	{
+		const char *argv[20] = { "vgchange", "--activate", "y" };
+		size_t n = 3;
+		_cleanup_free_ char *err = NULL;
+
+		for (size_t k = 0; k < n_lvs && n + 1 < ELEMENTSOF(argv); k++) {
+			bool dup = false;
+			if (!lvs[k].vg || !row_has_name(vgs, n_vgs, lvs[k].vg) || !ours(regions, n_regions, lvs[k].vg) ||
+			    (lvs[k].attr && strlen(lvs[k].attr) > 4 && lvs[k].attr[4] == 'a'))
+				continue;
+			for (size_t j = 3; j < n; j++)
+				dup |= strcmp(argv[j], lvs[k].vg) == 0;
+			if (!dup)
+				argv[n++] = lvs[k].vg;
+		}
+		argv[n] = NULL;
+		if (n > 3 && lvm_run(argv, NULL, &err) < 0)
+			log_warning("vgchange -ay failed: %s", err ? err : "");
+	}
 	m->vgs = calloc(n_regions ? n_regions : 1, sizeof(*m->vgs));
 	if (!m->vgs) {
 		r = -ENOMEM;

@@ -20,6 +20,7 @@ void lvm_report_rows_free(struct lvm_report_row *rows, size_t n)
 		free(rows[i].name);
 		free(rows[i].vg);
 		free(rows[i].path);
+		free(rows[i].attr);
 	}
 	free(rows);
 }
@@ -85,6 +86,7 @@ int lvm_report_parse(const char *json, size_t len, const char *kind, struct lvm_
 		if ((r = dup_opt(row, name_key, &rows[i].name)) < 0 ||
 		    (r = dup_opt(row, "vg_name", &rows[i].vg)) < 0 ||
 		    (r = dup_opt(row, path_key, &rows[i].path)) < 0 ||
+		    (r = dup_opt(row, "lv_attr", &rows[i].attr)) < 0 ||
 		    (r = u64_opt(row, size_key, &rows[i].size)) < 0 ||
 		    (r = u64_opt(row, free_key, &rows[i].free)) < 0)
 			goto fail;

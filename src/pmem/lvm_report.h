@@ -14,6 +14,7 @@ struct lvm_report_row {
 	char *name;   /* vg_name, lv_name or pv_name */
 	char *vg;     /* vg_name (lv and pv rows) */
 	char *path;   /* lv_path */
+	char *attr;   /* lv_attr, e.g. "-wi-a-----" (5th character 'a': active) */
 	uint64_t size; /* vg_size, lv_size */
 	uint64_t free; /* vg_free */
 };

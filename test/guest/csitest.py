@@ -673,6 +673,12 @@ class TapResult(unittest.TestResult):
             msg = str(exc)
         else:
             msg = "".join(traceback.format_exception(exc_type, exc, tb)[-6:]).rstrip()
+        if self.failures_list and self.failures_list[-1][0] == name:
+            # a second failure of the same test (e.g. its tearDown saw the driver dead)
+            self.failures_list[-1] = (name, self.failures_list[-1][1] + "\n" + msg)
+            for line in msg.splitlines()[:40]:
+                print("    " + line, flush=True)
+            return
         self.failed += 1
         self.failures_list.append((name, msg))
         cls = type(test)
