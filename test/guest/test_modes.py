@@ -164,8 +164,11 @@ class BlockBase(DriverTestCase):
         rreq = pb.NodePublishVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging,
                                            target_path=ro_target, volume_capability=block_cap(), readonly=True)
         self.expect(None, self.c.NodePublishVolume, rreq, "publish(block, ro)")
-        with self.assertRaises(OSError):
-            os.open(ro_target, os.O_WRONLY)
+        # The bind mount is read-only; the kernel does not stop writes through a
+        # device node on a read-only mount, so enforcement for pods comes from the
+        # container runtime's device rules (docs/usage.md says so).
+        m = mounts_at(ro_target)
+        self.assertTrue(m and "ro" in m[0][3], "read-only publish is not a ro mount: %s" % m)
         for t in (target, ro_target):
             self.unpublish(vol.volume_id, t)
             self.assertFalse(os.path.exists(t), "target %s not removed" % t)
