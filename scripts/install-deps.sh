@@ -14,7 +14,7 @@ PKGS=(
     valgrind libclang-rt-14-dev
     # run time (the tools the driver executes) and the Python gRPC test client
     ndctl daxctl lvm2 e2fsprogs xfsprogs util-linux
-    python3 python3-grpcio python3-protobuf protobuf-compiler-grpc
+    python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-yaml
     # test VM
     qemu-system-x86 busybox-static kmod xz-utils zstd bc
 )

@@ -67,6 +67,15 @@ for t in build/test/unit/test-*; do
         || { result fail "$n under valgrind" "see $LOG/$n-valgrind.log"; tail -20 "$LOG/$n-valgrind.log"; }
 done
 
+echo "== deployment manifests"
+if command -v kubectl >/dev/null; then
+    bash test/deploy/check-manifests.sh >"$LOG/manifests.log" 2>&1; rc=$?
+    grep -aE '^(FAIL|SKIP) - ' "$LOG/manifests.log" | sed 's/^/    /'
+    absorb "deployment manifests" "$LOG/manifests.log" $rc
+else
+    result skip "deployment manifests" "kubectl is not installed"
+fi
+
 if [ "${SKIP_VM:-0}" = 1 ]; then
     result skip "in-guest CSI suite" "SKIP_VM=1"
     result skip "csi-sanity" "SKIP_VM=1"
