@@ -299,7 +299,7 @@ int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
 		return r;
 	ndctl_bus_foreach(ctx, bus) {
 		ndctl_region_foreach(bus, region) {
-			struct ndctl_namespace *ndns;
+			struct ndctl_namespace *ndns, *next;
 			struct ndctl_pfn *pfn;
 			struct ndctl_btt *btt;
 
@@ -320,7 +320,8 @@ int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
 					(void)ndctl_btt_set_namespace(btt, NULL);
 					cleaned++;
 				}
-			ndctl_namespace_foreach(region, ndns) {
+			/* _safe: a deleted namespace is freed by libndctl. */
+			ndctl_namespace_foreach_safe(region, ndns, next) {
 				const char *name = ndctl_namespace_get_alt_name(ndns);
 				if (ndctl_namespace_is_active(ndns) || ndctl_namespace_is_configuration_idle(ndns))
 					continue;

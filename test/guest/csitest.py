@@ -215,14 +215,31 @@ def umount_all_under(prefix):
 
 
 def wipe_devices():
-    """Back to blank regions: no volume groups, PVs or namespaces (driver stopped)."""
+    """Back to blank regions: no volume groups, PVs or namespaces (driver stopped).
+
+    Whatever a crashed test or driver left behind (mounts, loop devices, device-mapper
+    tables, /dev/<vg> directories) is removed too and logged, so that the next group
+    starts from the same state as on a freshly booted node."""
     umount_all_under(WORK)
-    for src, mnt, _, _ in mounts():
-        if "fsdax" in src:
+    for src, mnt, _, _ in sorted(mounts(), key=lambda m: -len(m[1])):
+        if "fsdax" in src or src.startswith("/dev/pmem"):
+            log("wipe: unmounting leftover %s from %s" % (mnt, src))
             run(["umount", "-l", mnt], check=False)
+    if run(["losetup", "-a"], check=False).strip():
+        log("wipe: detaching leftover loop devices")
+        run(["losetup", "-D"], check=False)
     for vg in vgs():
         if vg.endswith("fsdax"):
             run(["vgremove", "-ff", "-y", vg], env=LVM_ENV, check=False)
+    for line in run(["dmsetup", "ls"], check=False).splitlines():
+        name = line.split()[0] if line.split() else ""
+        if "fsdax-" in name:
+            log("wipe: removing leftover device-mapper table %s" % name)
+            run(["dmsetup", "remove", "--force", name], check=False)
+    for d in os.listdir("/dev"):
+        if d.endswith("fsdax") and os.path.isdir(os.path.join("/dev", d)):
+            log("wipe: removing leftover /dev/%s" % d)
+            shutil.rmtree(os.path.join("/dev", d), ignore_errors=True)
     pvs = run(["pvs", "--noheadings", "-o", "pv_name"], env=LVM_ENV, check=False).split()
     for pv in pvs:
         if pv.startswith("/dev/pmem"):

@@ -14,6 +14,7 @@ SIZE = 8 * MiB
 
 class Stress(DriverTestCase):
     group = "stress"
+    clean_devices = True  # start from blank regions, whatever the groups before did
 
     @classmethod
     def setUpClass(cls):
