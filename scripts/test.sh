@@ -67,6 +67,17 @@ for t in build/test/unit/test-*; do
         || { result fail "$n under valgrind" "see $LOG/$n-valgrind.log"; tail -20 "$LOG/$n-valgrind.log"; }
 done
 
+echo "== fuzz corpora (test/fuzz), also under ASan+UBSan"
+for t in build/test/fuzz/fuzz-*; do
+    n=$(basename "$t")
+    [ -f "$t" ] && [ -x "$t" ] && [ "${n%-libfuzzer}" = "$n" ] || continue
+    "$t" "test/fuzz/corpus/${n#fuzz-}" >"$LOG/$n.log" 2>&1
+    absorb "$n corpus" "$LOG/$n.log" $?
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "build-asan/test/fuzz/$n" "test/fuzz/corpus/${n#fuzz-}" \
+        >"$LOG/$n-asan.log" 2>&1 && result ok "$n corpus under ASan+UBSan" \
+        || { result fail "$n corpus under ASan+UBSan" "see $LOG/$n-asan.log"; tail -20 "$LOG/$n-asan.log"; }
+done
+
 echo "== deployment manifests"
 if command -v kubectl >/dev/null; then
     bash test/deploy/check-manifests.sh >"$LOG/manifests.log" 2>&1; rc=$?

@@ -80,6 +80,7 @@ int parse_quantity(const char *s, uint64_t *ret)
 	unsigned __int128 mant = 0, num, den = 1;
 	const char *p = s;
 	int digits = 0, frac = 0, dexp = 0;
+	bool had_exp = false;
 	unsigned base = 10;
 	int exp = 0;
 
@@ -113,13 +114,16 @@ int parse_quantity(const char *s, uint64_t *ret)
 			sign = *q == '-' ? -1 : 1;
 			q++;
 		}
+		/* |exponent| <= 18 keeps 10^(fraction digits + exponent) inside 128 bits;
+		 * anything beyond is out of range for a byte count anyway. */
 		for (; isdigit((unsigned char)*q); q++, nd++) {
 			e = e * 10 + (*q - '0');
-			if (e > 40)
+			if (e > 18)
 				return -ERANGE;
 		}
 		if (nd > 0) {
 			dexp = sign * e;
+			had_exp = true;
 			p = q;
 		}
 	}
@@ -130,7 +134,7 @@ int parse_quantity(const char *s, uint64_t *ret)
 				break;
 		if (i == ELEMENTSOF(suffixes))
 			return -EINVAL;
-		if (dexp != 0)
+		if (had_exp) /* "1e3k": an exponent and a suffix */
 			return -EINVAL;
 		base = suffixes[i].base;
 		exp = suffixes[i].exp;

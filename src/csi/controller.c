@@ -65,7 +65,7 @@ static int check_size(struct csi_call *c, const Csi__V1__CapacityRange *cr, stru
 		a->alloc = FS_XFS_MIN_SIZE;
 	}
 	a->alloc = round_up_u64(a->alloc, ALLOC_ALIGN);
-	if (a->alloc == 0)
+	if (a->alloc == 0 || a->alloc > INT64_MAX)
 		return csi_fail(c, CSI_CODE_OUT_OF_RANGE, "capacity_range.required_bytes is too large");
 	if (a->limit && a->alloc > a->limit) {
 		/* Rounding up would pass the limit: round down if that still fits. */

@@ -129,8 +129,17 @@ int jv_get_u64(const struct jv *v, uint64_t *ret)
 		*ret = (uint64_t)i;
 		return 0;
 	}
-	if (json_is_string(JC(v)))
-		return safe_atou64(json_string_value(JC(v)), ret);
+	if (json_is_string(JC(v))) {
+		/* Values above INT64_MAX could not be written back as JSON integers. */
+		uint64_t u;
+		int r = safe_atou64(json_string_value(JC(v)), &u);
+		if (r < 0)
+			return r;
+		if (u > INT64_MAX)
+			return -ERANGE;
+		*ret = u;
+		return 0;
+	}
 	return -EINVAL;
 }
 

@@ -36,8 +36,8 @@ struct jv *jv_array_get(const struct jv *v, size_t i);
 int jv_object_iter(const struct jv *obj, int (*fn)(const char *key, const struct jv *val, void *ud),
 		   void *ud);
 /**
- * jv_string_number() - a number that LVM and others print as a string ("1234")
- * or as a JSON integer. -EINVAL when neither.
+ * jv_get_u64() - a number that LVM and others print as a string ("1234")
+ * or as a JSON integer, 0..INT64_MAX. -EINVAL when neither, -ERANGE beyond.
  */
 int jv_get_u64(const struct jv *v, uint64_t *ret);
 
