@@ -155,7 +155,7 @@ def main():
                                         "stride=512,stripe_width=512", dev)[1])
         tools["mount -o dax"].append(timed(sh, "mount", "-o", "dax", dev, mnt)[1])
         tools["umount"].append(timed(sh, "umount", mnt)[1])
-        tools["zero (BLKZEROOUT)"].append(timed(sh, "blkdiscard", "-z", dev)[1])
+        tools["zero (BLKZEROOUT)"].append(timed(sh, "blkdiscard", "-f", "-z", dev)[1])
         tools["fallocate -z"].append(timed(sh, "fallocate", "-z", "-l", str(SIZE), dev)[1])
         if i < 2:  # slow
             tools["shred -n 0 -z"].append(timed(sh, "shred", "-n", "0", "-z", dev)[1])

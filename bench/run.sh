@@ -10,5 +10,6 @@ for v in BENCH_ROUNDS BENCH_SIZE_MIB BENCH_LOAD_WORKERS BENCH_LOAD_VOLUMES; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 echo "host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), QEMU TCG guest"
+export PMEMVM_NVDIMM_PREALLOC=1   # measure erasing, not the host's first-touch page faults
 exec "$REPO/test/vm/vm-run.sh" --nvdimm 4G --nvdimm 4G --mem 2G --timeout 1800 "${envs[@]}" -- \
     /usr/bin/python3 "$REPO/bench/lifecycle.py"
