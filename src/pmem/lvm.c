@@ -409,15 +409,19 @@ static int lvm_create(void *priv, const char *name, uint64_t size, enum volume_u
 		const char *argv[] = { "lvcreate", "--yes", "-Zn", "-L", sizebuf, "-n", name, vg->name, NULL };
 		r = lvm_run(argv, NULL, &err);
 	}
-	if (r >= 0 || !strstr(err ? err : "", "already exists"))
+	/* The driver is the only writer of its VGs and sizes are whole 4 MiB
+	 * extents, so the new free space is known without running vgs (0.3-0.6 s
+	 * in a VM). After a failure the VG is read again. */
+	if (r < 0 && !strstr(err ? err : "", "already exists"))
 		(void)refresh_vg(m, vgi);
-	pthread_mutex_unlock(&vg->lock);
-
 	pthread_mutex_lock(&m->lock);
 	vg->reserved -= size;
-	if (r >= 0)
+	if (r >= 0) {
+		vg->free = vg->free > size ? vg->free - size : 0;
 		r = add_lv(m, name, size, vgi);
+	}
 	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&vg->lock);
 	if (r < 0) {
 		if (err && strstr(err, "insufficient free space"))
 			return -ENOSPC;
@@ -498,10 +502,16 @@ static int lvm_delete(void *priv, const char *name, bool erase)
 		const char *argv[] = { "lvremove", "--yes", "--force", lvarg, NULL };
 		r = lvm_run(argv, NULL, &err);
 	}
-	if (r < 0 && err && strstr(err, "Failed to find logical volume"))
+	if (r < 0 && err && strstr(err, "Failed to find logical volume")) {
 		r = 0; /* gone already: a previous attempt got this far */
-	if (r >= 0)
 		(void)refresh_vg(m, vgi);
+	} else if (r >= 0) {
+		pthread_mutex_lock(&m->lock);
+		lv = find_lv(m, name);
+		if (lv)
+			vg->free = MIN(vg->free + lv->size, vg->size);
+		pthread_mutex_unlock(&m->lock);
+	}
 	pthread_mutex_unlock(&vg->lock);
 	if (r < 0) {
 		if (err && strstr(err, "in use"))
