@@ -14,7 +14,7 @@ Environment:
   PMEM_CSI_DRIVER   driver binary (default <repo>/build/pmem-csi-driver)
   RESULTS_DIR       driver logs go to RESULTS_DIR/logs (default /tmp/pmem-csi-test)
   STRESS_WORKERS    concurrent workers in the stress test (default 10)
-  STRESS_VOLUMES    volumes per worker (default 50)
+  STRESS_VOLUMES    volumes per worker (default 20; the full stress run is 50)
   PMEM_CSI_TEST_FORCE=1  run outside the test VM (destroys PMEM namespaces!)
 """
 
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 MODULES = ["test_startup", "test_identity", "test_lifecycle", "test_idempotency",
-           "test_errors", "test_parameters", "test_capacity", "test_restart", "test_modes", "test_upgrade", "test_crash",
+           "test_errors", "test_parameters", "test_capacity", "test_restart", "test_robustness", "test_modes", "test_upgrade", "test_crash",
            "test_stress"]
 
 

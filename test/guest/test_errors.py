@@ -119,9 +119,12 @@ class Errors(DriverTestCase):
         os.makedirs(st, exist_ok=True)
         bad = []
         for what, req in [
-                ("volume_id", pb.NodeStageVolumeRequest(staging_target_path=st, volume_capability=mount_cap())),
-                ("staging_target_path", pb.NodeStageVolumeRequest(volume_id=vid, volume_capability=mount_cap())),
-                ("volume_capability", pb.NodeStageVolumeRequest(volume_id=vid, staging_target_path=st))]:
+                ("volume_id", pb.NodeStageVolumeRequest(
+                    staging_target_path=st, volume_capability=mount_cap())),
+                ("staging_target_path", pb.NodeStageVolumeRequest(
+                    volume_id=vid, volume_capability=mount_cap())),
+                ("volume_capability", pb.NodeStageVolumeRequest(
+                    volume_id=vid, staging_target_path=st))]:
             code, details, _ = rpc_code(self.c.NodeStageVolume, req)
             if code != C.INVALID_ARGUMENT:
                 bad.append("without %s: %s %r" % (what, code.name if code else "OK", details))
@@ -237,9 +240,11 @@ class Errors(DriverTestCase):
             (CtrlCap.CREATE_DELETE_SNAPSHOT, "DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot_id="snap")),
             (CtrlCap.LIST_SNAPSHOTS, "ListSnapshots", pb.ListSnapshotsRequest()),
             (CtrlCap.EXPAND_VOLUME, "ControllerExpandVolume",
-             pb.ControllerExpandVolumeRequest(volume_id=vid, capacity_range=pb.CapacityRange(required_bytes=GiB))),
+             pb.ControllerExpandVolumeRequest(volume_id=vid,
+                                              capacity_range=pb.CapacityRange(required_bytes=GiB))),
             (CtrlCap.GET_VOLUME, "ControllerGetVolume", pb.ControllerGetVolumeRequest(volume_id=vid)),
-            (CtrlCap.MODIFY_VOLUME, "ControllerModifyVolume", pb.ControllerModifyVolumeRequest(volume_id=vid)),
+            (CtrlCap.MODIFY_VOLUME, "ControllerModifyVolume",
+             pb.ControllerModifyVolumeRequest(volume_id=vid)),
             (None, "GetSnapshot", pb.GetSnapshotRequest(snapshot_id="snap")),
             (NodeCap.EXPAND_VOLUME, "NodeExpandVolume",
              pb.NodeExpandVolumeRequest(volume_id=vid, volume_path=self.path("x"))),

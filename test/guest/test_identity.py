@@ -25,8 +25,8 @@ class Identity(DriverTestCase):
 
     def test_probe_ready(self):
         r = self.expect(None, self.c.Probe, pb.ProbeRequest(), "Probe")
-        self.assertTrue(r.HasField("ready") and r.ready.value,
-                        "Probe of a ready driver: ready=%s" % (r.ready.value if r.HasField("ready") else "unset"))
+        ready = r.ready.value if r.HasField("ready") else "unset"
+        self.assertTrue(ready is True, "Probe of a ready driver: ready=%s" % ready)
 
     def test_controller_capabilities(self):
         r = self.expect(None, self.c.ControllerGetCapabilities, pb.ControllerGetCapabilitiesRequest(),

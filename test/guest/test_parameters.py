@@ -4,8 +4,8 @@ import json
 import mmap
 import os
 
-from csitest import (C, LVM_ENV, MiB, NODE_ID, TOPOLOGY_KEY, DriverTestCase, lvs, mounts_at, run,
-                     volume_id)
+from csitest import (C, LVM_ENV, MiB, NODE_ID, TOPOLOGY_KEY, DriverTestCase, lvs, mount_cap,
+                     mounts_at, pb, run, volume_id)
 
 
 class Parameters(DriverTestCase):
@@ -100,6 +100,30 @@ class Parameters(DriverTestCase):
         self.delete(vol.volume_id)
         self.assertFalse(find_on_pv(marker, *where),
                          "data of a deleted eraseafter=true volume is still on %s" % where[0])
+
+
+    def test_kubelet_volume_context_accepted(self):
+        """What kubelet really sends: the PV's attributes plus, on publish, pod info."""
+        vol = self.create("param-kubelet-ctx", 16 * MiB, params={"eraseafter": "true"})
+        ctx = dict(vol.volume_context)
+        ctx["storage.kubernetes.io/csiProvisionerIdentity"] = "1700000000000-8081-pmem-csi.intel.com"
+        staging = self.stage(vol.volume_id, context=ctx)
+        pod = dict(ctx, **{"csi.storage.k8s.io/pod.name": "app-0",
+                           "csi.storage.k8s.io/pod.namespace": "default",
+                           "csi.storage.k8s.io/pod.uid": "0c5b8a8e-7d1c-4a5e-9a51-4f2f3a1b7c11",
+                           "csi.storage.k8s.io/serviceAccount.name": "default",
+                           "csi.storage.k8s.io/ephemeral": "false"})
+        target = self.path("kubelet-ctx", "mount")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._track(vol.volume_id)["targets"].add(target)
+        self.expect(None, self.c.NodePublishVolume,
+                    pb.NodePublishVolumeRequest(volume_id=vol.volume_id, staging_target_path=staging,
+                                                target_path=target, volume_capability=mount_cap(),
+                                                volume_context=pod),
+                    "NodePublishVolume with kubelet's pod info in the volume context")
+        self.unpublish(vol.volume_id, target)
+        self.unstage(vol.volume_id, staging)
+        self.delete(vol.volume_id)
 
 
 def lv_location(vid):

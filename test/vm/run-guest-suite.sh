@@ -12,8 +12,12 @@
 # Environment:
 #   RESULTS_DIR            where the console log and driver logs go
 #                          (default BUILDDIR/test-results/guest; emptied first)
-#   STRESS_WORKERS, STRESS_VOLUMES   size of the stress test (default 10 x 50)
-#   PMEMVM_TIMEOUT         VM time limit in seconds (default 3600)
+#   STRESS_WORKERS, STRESS_VOLUMES   size of the stress test (default 10 x 20;
+#                          the full run is STRESS_VOLUMES=50)
+#   PMEMVM_TIMEOUT         VM time limit in seconds (default 5400)
+# Parsed as a whole before it runs (the braces), so that editing this file while
+# it runs (a VM can take an hour) cannot derail the running copy.
+{
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -44,7 +48,7 @@ SUMMARY='^[0-9]+ passed, [0-9]+ failed'
 rc=0
 # The suite's summary line is held back and printed last, after the VM's own
 # shutdown messages, so that it closes the output.
-"$HERE/vm-run.sh" --nvdimm 4G --nvdimm 4G --mem 2G --timeout "${PMEMVM_TIMEOUT:-3600}" \
+"$HERE/vm-run.sh" --nvdimm 4G --nvdimm 4G --mem 2G --timeout "${PMEMVM_TIMEOUT:-5400}" \
     --rwdir "$RESULTS" "${envs[@]}" -- \
     /usr/bin/python3 "$REPO/test/guest/run-suite.py" "$@" 2>&1 \
     | sed -u 's/\r$//' | tee "$CONSOLE" | grep --line-buffered -Ev "$SUMMARY" || rc=${PIPESTATUS[0]}
@@ -61,3 +65,4 @@ fi
 echo "logs: $RESULTS"
 echo "$summary"
 exit "$rc"
+}

@@ -19,6 +19,9 @@
 #   --no-lvm-tweak  do not append udev-less settings to the guest's /etc/lvm/lvm.conf
 #   --interactive   give the command the serial console as stdin/tty (default stdin=/dev/null)
 # Exit status: the command's exit status; 124 timeout; 255 guest died / no status.
+# Parsed as a whole before it runs (the braces), so that editing this file while
+# it runs (a VM can take an hour) cannot derail the running copy.
+{
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${PMEMVM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmemvm}
@@ -207,3 +210,4 @@ if [ "$qrc" = 124 ]; then echo "vm-run: TIMEOUT after ${TIMEOUT}s" >&2; exit 124
 if [ -s "$RUN/exitcode" ]; then exit "$(cat "$RUN/exitcode")"; fi
 echo "vm-run: guest did not report an exit status (qemu rc=$qrc)" >&2
 exit 255
+}
