@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -184,8 +185,19 @@ static int try_create(struct direct *m, size_t ri, const char *name, uint64_t si
 	int r;
 
 	/* The metadata estimate is conservative; if it is ever short, grow and retry. */
-	for (int attempt = 0; attempt < 3; attempt++, raw += step) {
+	for (int attempt = 0, busy = 0; attempt < 3; attempt++, raw += step) {
 		r = pmem_ndctl_create_namespace(reg->bus, reg->name, raw, name, mode, ns);
+		if (r == -EBUSY && busy++ < 3) {
+			/* The seed is claimed or still being probed: leftovers of a
+			 * creation cut off by a crash, or the kernel catching up.
+			 * We hold the region lock, so no creation of ours is under way. */
+			log_info("Seed namespace of %s is busy, releasing stale claims and retrying", reg->name);
+			(void)pmem_ndctl_cleanup_region(reg->bus, reg->name, volume_id_is_valid, true);
+			usleep(200 * 1000);
+			attempt--;
+			raw -= step;
+			continue;
+		}
 		if (r < 0)
 			return r;
 		if (ns->usable >= size && ns->blockdev[0])

@@ -289,6 +289,12 @@ out:
 
 int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
 {
+	return pmem_ndctl_cleanup_region(NULL, NULL, is_ours, false);
+}
+
+int pmem_ndctl_cleanup_region(const char *bus_name, const char *region_name, bool (*is_ours)(const char *name),
+			      bool any_claim)
+{
 	struct ndctl_ctx *ctx = NULL;
 	struct ndctl_bus *bus;
 	struct ndctl_region *region;
@@ -305,18 +311,21 @@ int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
 
 			if (ndctl_region_get_type(region) != ND_DEVICE_REGION_PMEM || !ndctl_region_is_enabled(region))
 				continue;
+			if (region_name && (strcmp(ndctl_region_get_devname(region), region_name) != 0 ||
+					    strcmp(ndctl_bus_get_devname(bus), bus_name) != 0))
+				continue;
 			/* A pfn or btt personality claimed but never enabled: release the claim. */
 			ndctl_pfn_foreach(region, pfn)
 				if (!ndctl_pfn_is_enabled(pfn) && ndctl_pfn_get_namespace(pfn) &&
 				    !ndctl_namespace_is_active(ndctl_pfn_get_namespace(pfn)) &&
-				    is_ours(ndctl_namespace_get_alt_name(ndctl_pfn_get_namespace(pfn)) ?: "")) {
+				    (any_claim || is_ours(ndctl_namespace_get_alt_name(ndctl_pfn_get_namespace(pfn)) ?: ""))) {
 					(void)ndctl_pfn_set_namespace(pfn, NULL);
 					cleaned++;
 				}
 			ndctl_btt_foreach(region, btt)
 				if (!ndctl_btt_is_enabled(btt) && ndctl_btt_get_namespace(btt) &&
 				    !ndctl_namespace_is_active(ndctl_btt_get_namespace(btt)) &&
-				    is_ours(ndctl_namespace_get_alt_name(ndctl_btt_get_namespace(btt)) ?: "")) {
+				    (any_claim || is_ours(ndctl_namespace_get_alt_name(ndctl_btt_get_namespace(btt)) ?: ""))) {
 					(void)ndctl_btt_set_namespace(btt, NULL);
 					cleaned++;
 				}

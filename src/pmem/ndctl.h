@@ -64,3 +64,11 @@ int pmem_ndctl_destroy_namespace(const char *bus, const char *region, const char
  * objects were cleaned.
  */
 int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name));
+
+/**
+ * pmem_ndctl_cleanup_region() - the same for one region; with any_claim, every
+ * claim of a never-enabled pfn/btt on an inactive namespace is released (safe
+ * only while the caller holds the region's allocation lock).
+ */
+int pmem_ndctl_cleanup_region(const char *bus, const char *region, bool (*is_ours)(const char *name),
+			      bool any_claim);
