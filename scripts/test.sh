@@ -8,7 +8,8 @@
 # Environment:
 #   SKIP_VM=1          leave out the QEMU parts (they are counted as skipped)
 #   CSI_SANITY=PATH    csi-sanity binary (built from kubernetes-csi/csi-test); unset = skipped
-#   STRESS_WORKERS / STRESS_VOLUMES   size of the in-guest stress test (default 10 x 50)
+#   STRESS_WORKERS / STRESS_VOLUMES   size of the in-guest stress test (default 10 x 20; full: 10 x 50)
+#   CRASH_ITERATIONS   SIGKILL injections per device mode (default 200)
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
