@@ -96,6 +96,10 @@ else
     bash test/vm/run-guest-suite.sh build >"$LOG/guest.log" 2>&1; rc=$?
     grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/guest.log" | sed 's/^/    /'
     absorb "in-guest CSI suite" "$LOG/guest.log" $rc
+    echo "== Kata Containers images as NVDIMMs (a second guest boots each image the in-guest suite made)"
+    bash test/vm/run-kata-nvdimm.sh build/test-results/guest/kata/*.img >"$LOG/kata-nvdimm.log" 2>&1; rc=$?
+    grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/kata-nvdimm.log" | sed 's/^/    /'
+    absorb "Kata images as NVDIMMs" "$LOG/kata-nvdimm.log" $rc
     if [ -n "${CSI_SANITY:-}" ]; then
         echo "== csi-sanity (LVM mode, in the guest)"
         bash test/sanity/run-sanity.sh build "$CSI_SANITY" >"$LOG/sanity.log" 2>&1; rc=$?

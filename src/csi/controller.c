@@ -300,9 +300,6 @@ int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMe
 	if (params.kata && a.caps.block)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
 				"kataContainers=true cannot be used with block volumes");
-	if (params.kata)
-		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
-				"parameter \"kataContainers\": Kata Containers volumes are not supported by this build yet");
 	if (check_size(c, req->capacity_range, &a) < 0)
 		return -1;
 	if (volume_id_from_name(req->name, id) < 0)

@@ -24,6 +24,7 @@
 #include "csi.pb-c.h"
 #include "driver.h"
 #include "fs/fs.h"
+#include "fs/kata.h"
 
 #define MAX_CONTEXT 64
 
@@ -81,10 +82,6 @@ static int stage_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1_
 	if (caps->block) {
 		/* Nothing to stage for raw block: NodePublishVolume binds the device. */
 		r = 0;
-		goto out;
-	}
-	if (rec.params.kata) {
-		r = csi_fail(c, CSI_CODE_UNIMPLEMENTED, "kataContainers volumes are not supported yet");
 		goto out;
 	}
 	dax = rec.params.usage == VOLUME_USAGE_APP_DIRECT;
@@ -291,6 +288,162 @@ out:
 	return 0;
 }
 
+
+/*
+ * Kata Containers volumes. The volume's own filesystem (staged as usual, or
+ * for an ephemeral volume mounted here directly) is made visible at
+ * <stateDir>/mount/<volume_id> (the same place as intel/pmem-csi); the image
+ * file inside it is attached to a loop device and that is what the pod's
+ * target gets. Several targets of one volume share one loop device, so the
+ * image's filesystem is only ever mounted through one block device.
+ */
+static char *kata_host_dir(struct csi_driver *d, const char *volume_id)
+{
+	if (!*volume_id || strchr(volume_id, '/') || streq_ptr(volume_id, ".") || streq_ptr(volume_id, "..") ||
+	    strlen(volume_id) > 200)
+		return NULL;
+	return xasprintf("%s/mount/%s", csi_driver_cfg(d)->state_dir, volume_id);
+}
+
+/* Undo kata_publish's host side: loop devices over the image, the host mount. */
+static int kata_release(struct csi_call *c, const char *host)
+{
+	_cleanup_free_ char *image = xasprintf("%s/%s", host, KATA_IMAGE_NAME);
+	char loop[32];
+	int r;
+
+	if (!image)
+		return csi_oom(c);
+	if (access(host, F_OK) < 0)
+		return 0;
+	/* Another target of the same volume still has the image mounted: keep it. */
+	r = kata_loop_find(image, loop, sizeof(loop));
+	if (r > 0 && fs_device_mount_count(loop) > 0)
+		return 0;
+	r = kata_loop_detach_all(image);
+	if (r < 0 && r != -ENOENT)
+		return csi_fail_errno(c, r, "cannot detach the loop devices of %s", image);
+	r = umount_all(c, host, "Kata Containers host mount");
+	if (r < 0)
+		return r;
+	if (rmdir(host) < 0 && errno != ENOENT)
+		return csi_fail_errno(c, -errno, "cannot remove %s", host);
+	return 0;
+}
+
+/* Mount the loop device over the image at target: with dax where the kernel
+ * allows it (loop devices do not offer DAX today), without otherwise. */
+static int kata_mount_target(const char *loop, const char *target, const char *fs, unsigned long flags, bool ro,
+			     bool *ret_dax)
+{
+	int r = fs_mount(loop, target, fs, flags, "dax");
+
+	*ret_dax = r >= 0;
+	if (r < 0)
+		r = fs_mount(loop, target, fs, flags, NULL);
+	if (r >= 0 && ro) {
+		/* Read-only per mount, so a read-write target of the same loop device stays so. */
+		r = mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | flags, NULL) < 0 ? -errno : 0;
+		if (r < 0)
+			(void)fs_umount(target);
+	}
+	return r;
+}
+
+/*
+ * Publish a Kata volume at target. src is the staging path of a persistent
+ * volume (bind-mounted to the host directory) or, with ephemeral_dev set, the
+ * device of an ephemeral volume (mounted there with dax).
+ */
+static int kata_publish(struct csi_call *c, struct csi_driver *d, const char *volume_id, const char *src,
+			const char *ephemeral_dev, const char *fs, bool dax, unsigned long flags, bool ro,
+			const char *target)
+{
+	_cleanup_free_ char *host = kata_host_dir(d, volume_id), *image = NULL, *err = NULL;
+	struct fs_mount_info mi = {};
+	char loop[32];
+	bool host_new = false, with_dax = false;
+	int r, lfd = -1;
+
+	if (!host)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id \"%s\" cannot name a directory", volume_id);
+	image = xasprintf("%s/%s", host, KATA_IMAGE_NAME);
+	if (!image)
+		return csi_oom(c);
+
+	r = fs_mount_info(target, &mi);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot read the mount table");
+	if (r > 0) {
+		bool is_ro = fs_has_option(mi.options, "ro");
+		if (!kata_loop_backing(mi.major, mi.minor, image))
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS, "target path %s has another device mounted (%s)",
+				     target, mi.source);
+		else if (is_ro != ro)
+			r = csi_fail(c, CSI_CODE_ALREADY_EXISTS, "volume %s is published at %s %s", volume_id, target,
+				     is_ro ? "read-only" : "read-write");
+		else
+			r = 0;
+		fs_mount_info_done(&mi);
+		return r;
+	}
+
+	r = mkdir_p(host, 0750);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot create %s", host);
+	r = fs_mount_info(host, &mi);
+	fs_mount_info_done(&mi);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot read the mount table");
+	if (r == 0) {
+		host_new = true;
+		if (ephemeral_dev)
+			r = fs_mount(ephemeral_dev, host, fs, 0, dax ? "dax" : NULL);
+		else
+			r = fs_bind_mount(src, host, false, 0);
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot mount the volume's filesystem on %s", host);
+			goto fail;
+		}
+	}
+	r = kata_image_ensure(host, fs, &err);
+	if (r < 0) {
+		r = csi_fail(c, r == -ENOSPC ? CSI_CODE_OUT_OF_RANGE : CSI_CODE_INTERNAL,
+			     "Kata Containers image for volume %s: %s", volume_id, err ? err : "failed");
+		goto fail;
+	}
+	r = mkdir_p(target, 0750);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot create target path %s", target);
+		goto fail;
+	}
+	/* The same volume published elsewhere: mount its loop device again. */
+	r = kata_loop_find(image, loop, sizeof(loop));
+	if (r <= 0) {
+		lfd = kata_loop_attach(image, O_RDWR, loop, sizeof(loop));
+		if (lfd < 0) {
+			r = csi_fail_errno(c, lfd, "cannot attach a loop device to %s", image);
+			goto fail;
+		}
+	}
+	r = kata_mount_target(loop, target, fs, flags, ro, &with_dax);
+	if (lfd >= 0)
+		close(lfd); /* the mount holds the loop device now; autoclear when it goes */
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "mount -t %s %s %s failed", fs, loop, target);
+		goto fail;
+	}
+	log_v(2, "Published Kata Containers volume %s at %s (%s over %s%s)", volume_id, target, loop, image,
+	      with_dax ? ", dax" : "");
+	return 0;
+fail:
+	if (host_new) {
+		struct csi_call scratch = *c;
+		(void)kata_release(&scratch, host);
+	}
+	return r;
+}
+
 static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1__NodePublishVolumeRequest *req,
 			  const struct csi_caps_summary *caps)
 {
@@ -313,6 +466,32 @@ static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V
 	}
 	ro = req->readonly || (flags & MS_RDONLY);
 	flags &= MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME;
+
+	if (rec.params.kata) {
+		if (caps->block) {
+			r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				     "volume %s is a Kata Containers volume: it cannot be published as a block device",
+				     req->volume_id);
+			goto out;
+		}
+		if (!req->staging_target_path || !*req->staging_target_path) {
+			r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+			goto out;
+		}
+		r = fs_mount_info(req->staging_target_path, &smi);
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot read the mount table");
+			goto out;
+		}
+		if (r == 0 || !same_device(&smi, dev.path)) {
+			r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is not staged at %s", req->volume_id,
+				     req->staging_target_path);
+			goto out;
+		}
+		r = kata_publish(c, d, req->volume_id, req->staging_target_path, NULL, smi.fstype, false, flags, ro,
+				 req->target_path);
+		goto out;
+	}
 
 	r = fs_mount_info(req->target_path, &mi);
 	if (r < 0) {
@@ -406,9 +585,8 @@ static bool is_ephemeral(const char *const *keys, const char *const *values, siz
 	return false;
 }
 
-/* Format (if new) and mount an ephemeral volume's device directly on the target. */
-static int mount_ephemeral(struct csi_call *c, const char *dev, uint64_t size, const char *fs, bool dax, bool ro,
-			   const char *target)
+/* Make the filesystem of an ephemeral volume unless it has it already. */
+static int format_ephemeral(struct csi_call *c, const char *dev, const char *fs)
 {
 	_cleanup_free_ char *existing = NULL, *err = NULL;
 	int r;
@@ -420,6 +598,18 @@ static int mount_ephemeral(struct csi_call *c, const char *dev, uint64_t size, c
 		return csi_fail(c, CSI_CODE_ALREADY_EXISTS, "ephemeral volume already holds %s, not %s", existing, fs);
 	if (!existing && fs_mkfs(dev, fs, &err) < 0)
 		return csi_fail(c, CSI_CODE_INTERNAL, "mkfs.%s on %s failed: %s", fs, dev, err ? err : "unknown error");
+	return 0;
+}
+
+/* Format (if new) and mount an ephemeral volume's device directly on the target. */
+static int mount_ephemeral(struct csi_call *c, const char *dev, uint64_t size, const char *fs, bool dax, bool ro,
+			   const char *target)
+{
+	int r;
+
+	r = format_ephemeral(c, dev, fs);
+	if (r < 0)
+		return r;
 	r = mkdir_p(target, 0750);
 	if (r < 0)
 		return csi_fail_errno(c, r, "cannot create target path %s", target);
@@ -451,9 +641,6 @@ static int publish_ephemeral(struct csi_call *c, struct csi_driver *d, const Csi
 
 	if (caps->block)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "ephemeral volumes must be mount volumes, not block");
-	if (params->kata)
-		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
-				"volume attribute \"kataContainers\": Kata Containers volumes are not supported by this build yet");
 	if (!params->has_size || params->size == 0)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
 				"volume attribute \"size\" is required for ephemeral volumes (a quantity like 1Gi)");
@@ -478,6 +665,15 @@ static int publish_ephemeral(struct csi_call *c, struct csi_driver *d, const Csi
 	r = pmem_get(csi_driver_pm(d), id, &dev);
 	if (r < 0) {
 		r = csi_fail_errno(c, r, "the device of ephemeral volume %s is missing", id);
+		goto out;
+	}
+	if (params->kata) {
+		r = format_ephemeral(c, dev.path, fs);
+		if (r >= 0)
+			r = kata_publish(c, d, req->volume_id, NULL, dev.path, fs,
+					 params->usage == VOLUME_USAGE_APP_DIRECT, 0, ro, req->target_path);
+		if (r >= 0)
+			created = false;
 		goto out;
 	}
 	r = fs_mount_info(req->target_path, &mi);
@@ -619,6 +815,12 @@ int csi_node_unpublish_volume(struct csi_call *c, void *ud, const ProtobufCMessa
 		if ((S_ISDIR(st.st_mode) ? rmdir(req->target_path) : unlink(req->target_path)) < 0 &&
 		    errno != ENOENT)
 			r = csi_fail_errno(c, -errno, "cannot remove target path %s", req->target_path);
+	}
+	if (r >= 0) {
+		/* A Kata Containers volume also has its host side to release. */
+		_cleanup_free_ char *host = kata_host_dir(d, req->volume_id);
+		if (host)
+			r = kata_release(c, host);
 	}
 	csi_driver_unlock(d, req->volume_id);
 	if (r < 0)

@@ -18,6 +18,7 @@
 #include "csi/server.h"
 #include "metrics/http.h"
 #include "metrics/metrics.h"
+#include "modes.h"
 #include "pmem/pmem.h"
 
 #ifndef PMEM_CSI_VERSION
@@ -36,7 +37,9 @@ struct options {
 	const char *metrics_listen;
 	const char *metrics_path;
 	const char *node_selector;
+	const char *kubeconfig;
 	const char *logging_format;
+	int reschedule_seconds;
 	int pmem_percentage;
 	int verbosity;
 	bool version;
@@ -266,7 +269,9 @@ int main(int argc, char **argv)
 		{ "pmemPercentage", FLAG_INT, &o.pmem_percentage, "percentage of space to be used by the driver in each PMEM region (default 100)" },
 		{ "metricsListen", FLAG_STRING, &o.metrics_listen, "listen address (like :8001) for prometheus metrics endpoint, disabled by default" },
 		{ "metricsPath", FLAG_STRING, &o.metrics_path, "The HTTP path where prometheus metrics will be exposed. (default \"/metrics\")" },
-		{ "nodeSelector", FLAG_STRING, &o.node_selector, "JSON representation of the node selector labels" },
+		{ "nodeSelector", FLAG_STRING, &o.node_selector, "JSON representation of the node selector labels (default {\"storage\":\"pmem\"})" },
+		{ "kubeconfig", FLAG_STRING, &o.kubeconfig, "kubeconfig file for -mode=webhooks and force-convert-raw-namespaces (default: in-cluster, else $KUBECONFIG)" },
+		{ "rescheduleSeconds", FLAG_INT, &o.reschedule_seconds, "-mode=webhooks: seconds between passes over the PVCs (default 10)" },
 		{ "logging-format", FLAG_STRING, &o.logging_format, "Sets the log format. Permitted formats: \"json\", \"text\". (default \"text\")" },
 		{ "v", FLAG_INT, &o.verbosity, "number for the log level verbosity" },
 		{ "version", FLAG_BOOL, &o.version, "display version information and exit" },
@@ -320,9 +325,19 @@ int main(int argc, char **argv)
 		 o.drivername, o.nodeid);
 	if (streq_ptr(o.mode, "node"))
 		r = run_node(&o);
-	else if (streq_ptr(o.mode, "webhooks") || streq_ptr(o.mode, "force-convert-raw-namespaces"))
-		r = log_error_errno(-EOPNOTSUPP, "-mode=%s is not available in this build yet", o.mode);
-	else
+	else if (streq_ptr(o.mode, "webhooks") || streq_ptr(o.mode, "force-convert-raw-namespaces")) {
+		struct mode_options mo = {
+			.drivername = o.drivername,
+			.nodeid = o.nodeid,
+			.kubeconfig = o.kubeconfig && *o.kubeconfig ? o.kubeconfig : NULL,
+			.node_selector = o.node_selector,
+			.metrics_listen = o.metrics_listen,
+			.metrics_path = o.metrics_path,
+			.version = PMEM_CSI_VERSION,
+			.resync_seconds = o.reschedule_seconds,
+		};
+		r = streq_ptr(o.mode, "webhooks") ? run_webhooks(&mo) : run_force_convert(&mo);
+	} else
 		r = log_error_errno(-EINVAL, "Unknown -mode=%s (node, webhooks or force-convert-raw-namespaces)",
 				    o.mode);
 	return r < 0 ? 1 : 0;

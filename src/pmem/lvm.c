@@ -28,6 +28,7 @@
 #include "basic/strutil.h"
 #include "blockdev.h"
 #include "exec/exec.h"
+#include "convert.h"
 #include "lvm_report.h"
 #include "ndctl.h"
 #include "pmem.h"
@@ -100,6 +101,54 @@ static int lvm_report(const char *const *args, const char *kind, struct lvm_repo
 static char *vg_name_for(const struct ndctl_region_info *ri)
 {
 	return xasprintf("%s%sfsdax", ri->bus, ri->region);
+}
+
+char *pmem_lvm_vg_name(const char *bus, const char *region)
+{
+	return xasprintf("%s%sfsdax", bus, region);
+}
+
+int pmem_lvm_pvs(struct lvm_report_row **ret, size_t *ret_n)
+{
+	const char *argv[] = { "pvs", "--reportformat", "json", "-o", "pv_name,vg_name", NULL };
+
+	return lvm_report(argv, "pv", ret, ret_n);
+}
+
+int pmem_lvm_vg_exists(const char *vg)
+{
+	struct lvm_report_row *vgs = NULL;
+	size_t n = 0;
+	const char *argv[] = { "vgs", "--reportformat", "json", "-o", "vg_name", NULL };
+	int r = lvm_report(argv, "vg", &vgs, &n), found = 0;
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (streq_ptr(vgs[i].name, vg))
+			found = 1;
+	lvm_report_rows_free(vgs, n);
+	return found;
+}
+
+int pmem_lvm_vg_add(const char *vg, const char *const *devs, size_t n, char **ret_err)
+{
+	const char *argv[24];
+	size_t k = 0;
+	int exists = pmem_lvm_vg_exists(vg);
+
+	if (exists < 0)
+		return exists;
+	if (n == 0 || n > 16)
+		return -EINVAL;
+	argv[k++] = exists ? "vgextend" : "vgcreate";
+	argv[k++] = "--force";
+	argv[k++] = "--yes";
+	argv[k++] = vg;
+	for (size_t i = 0; i < n; i++)
+		argv[k++] = devs[i];
+	argv[k] = NULL;
+	return lvm_run(argv, NULL, ret_err);
 }
 
 /* Create the "pmem-csi" namespace in a region if the percentage allows more. */

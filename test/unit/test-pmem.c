@@ -6,6 +6,7 @@
 #include "basic/macro.h"
 #include "csi/server.h"
 #include "fs/fs.h"
+#include "fs/kata.h"
 #include "pmem/lvm_report.h"
 #include "test.h"
 
@@ -107,4 +108,62 @@ TEST(csi_fail_message)
 	CHECK_INT(csi_fail_errno(&c, -ENOSPC, "cannot create %s", "v1"), -1);
 	CHECK_INT(c.code, CSI_CODE_RESOURCE_EXHAUSTED);
 	CHECK_STR(c.message, "cannot create v1: No space left on device");
+}
+
+static uint64_t le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+TEST(kata_fletcher64)
+{
+	const uint8_t one[4] = { 1, 0, 0, 0 }, two[8] = { 1, 0, 0, 0, 2, 0, 0, 0 };
+	const uint8_t big[4] = { 0xff, 0xff, 0xff, 0xff };
+
+	CHECK(kata_fletcher64(one, 4) == 0x0000000100000001ULL);
+	CHECK(kata_fletcher64(two, 8) == 0x0000000400000003ULL);
+	/* lo wraps at 32 bits, hi does not. */
+	{
+		uint8_t b[8];
+		memcpy(b, big, 4);
+		memcpy(b + 4, one, 4);
+		CHECK(kata_fletcher64(b, 8) == ((0xffffffffULL + 0ULL) << 32 | 0));
+	}
+}
+
+TEST(kata_header)
+{
+	static uint8_t buf[KATA_PFN_SB_OFFSET + KATA_PFN_SB_SIZE];
+	const uint64_t size = 64ULL << 20;
+	uint8_t *part = buf + 446, *sb = buf + KATA_PFN_SB_OFFSET;
+	uint8_t copy[KATA_PFN_SB_SIZE];
+
+	CHECK_INT(kata_header_build(buf, size), 0);
+	CHECK_INT(buf[510], 0x55);
+	CHECK_INT(buf[511], 0xaa);
+	CHECK_INT(part[4], 0x83);
+	CHECK_INT(le(part + 8, 4), 4096);             /* starts at 2 MiB */
+	CHECK_INT(le(part + 12, 4), (62ULL << 20) / 512); /* to the end */
+	CHECK_INT(part[1], 65);                       /* CHS of LBA 4096: head 65, sector 2, cylinder 0 */
+	CHECK_INT(part[2], 2);
+	CHECK_INT(part[3], 0);
+	CHECK(memcmp(sb, "NVDIMM_PFN_INFO\0", 16) == 0);
+	CHECK_INT(le(sb + 54, 2), 2);        /* version_minor */
+	CHECK_INT(le(sb + 56, 8), 2 << 20);  /* dataoff */
+	CHECK_INT(le(sb + 72, 4), 1);        /* mode RAM */
+	CHECK_INT(le(sb + 84, 4), 2 << 20);  /* align */
+	/* The kernel's check: the checksum over the block with the field zeroed. */
+	memcpy(copy, sb, sizeof(copy));
+	memset(copy + KATA_PFN_SB_SIZE - 8, 0, 8);
+	CHECK(le(sb + KATA_PFN_SB_SIZE - 8, 8) == kata_fletcher64(copy, sizeof(copy)));
+	CHECK(le(sb + KATA_PFN_SB_SIZE - 8, 8) != 0);
+
+	CHECK_INT(kata_header_build(buf, KATA_HEADER_SIZE), -EINVAL);
+	CHECK_INT(kata_header_build(buf, size + 4096), -EINVAL);
+	CHECK_INT(kata_header_build(buf, (2ULL << 40) + (4ULL << 20)), -EFBIG);
+	CHECK_INT(kata_header_build(buf, (2ULL << 40)), 0);
 }

@@ -18,6 +18,7 @@
 #   --append ARGS   extra kernel command-line args     --debug   show kernel boot log
 #   --no-lvm-tweak  do not append udev-less settings to the guest's /etc/lvm/lvm.conf
 #   --interactive   give the command the serial console as stdin/tty (default stdin=/dev/null)
+#   --net           user-mode network: the guest is 10.0.2.15, the host's 127.0.0.1 is 10.0.2.2
 # Exit status: the command's exit status; 124 timeout; 255 guest died / no status.
 # Parsed as a whole before it runs (the braces), so that editing this file while
 # it runs (a VM can take an hour) cannot derail the running copy.
@@ -29,7 +30,7 @@ KDIR=${PMEMVM_KERNEL_DIR:-$CACHE/kernel}
 
 MEM=1G; SMP=$(nproc); [ "$SMP" -gt 4 ] && SMP=4
 NVDIMMS=(); NO_NVDIMM=0; MEMMAP=(); RWDIRS=(); ENVS=(); TIMEOUT=900
-ACCEL=${PMEMVM_ACCEL:-auto}; APPEND=""; DEBUG=0; INTERACTIVE=0; LVM_TWEAK=1
+ACCEL=${PMEMVM_ACCEL:-auto}; APPEND=""; DEBUG=0; INTERACTIVE=0; LVM_TWEAK=1; NET=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --nvdimm) NVDIMMS+=("$2"); shift 2 ;;
@@ -45,6 +46,7 @@ while [ $# -gt 0 ]; do
         --debug) DEBUG=1; shift ;;
         --interactive) INTERACTIVE=1; shift ;;
         --no-lvm-tweak) LVM_TWEAK=0; shift ;;
+        --net) NET=1; shift ;;
         --) shift; break ;;
         -*) echo "vm-run: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -130,6 +132,7 @@ trap 'exit 130' INT TERM
     echo "PMEMVM_RWDIRS=$(printf %q "${RWDIRS[*]:-}")"
     echo "PMEMVM_INTERACTIVE=$INTERACTIVE"
     [ $LVM_TWEAK = 1 ] && echo "PMEMVM_LVM_NOUDEV=1"
+    if [ $NET = 1 ]; then echo "PMEMVM_NET=1"; fi
 } > "$RUN/config"
 {
     echo "export HOME=/root TERM=${TERM:-dumb} LANG=C.UTF-8 PMEMVM=1"
@@ -144,6 +147,7 @@ QARGS=(-nodefaults -no-user-config -display none -no-reboot
        -device virtio-9p-pci,fsdev=fsroot,mount_tag=hostroot
        -fsdev local,id=fsout,path="$RUN",security_model=none
        -device virtio-9p-pci,fsdev=fsout,mount_tag=pmemvm-out)
+[ $NET = 1 ] && QARGS+=(-netdev user,id=net0 -device virtio-net-pci,netdev=net0)
 i=0
 for d in "${RWDIRS[@]:-}"; do
     [ -n "$d" ] || continue

@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * -mode=force-convert-raw-namespaces and -mode=webhooks. Both run in pods
+ * (a DaemonSet on labelled nodes, a Deployment) and wait for SIGTERM when
+ * their work is done or between passes, as upstream's do: a container that
+ * exits would just be restarted by its DaemonSet.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "basic/strbuf.h"
+#include "basic/strutil.h"
+#include "json/json.h"
+#include "k8s/k8s.h"
+#include "k8s/rescheduler.h"
+#include "metrics/http.h"
+#include "metrics/metrics.h"
+#include "modes.h"
+#include "pmem/convert.h"
+
+#define MAX_SELECTOR 32
+#define CONVERT_LABEL "convert-raw-namespaces"
+
+struct selector {
+	char *keys[MAX_SELECTOR], *values[MAX_SELECTOR];
+	size_t n;
+	struct k8s_selector sel;
+};
+
+static void selector_done(struct selector *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->keys[i]);
+		free(s->values[i]);
+	}
+	s->n = 0;
+}
+
+static int selector_add(const char *key, const struct jv *val, void *ud)
+{
+	struct selector *s = ud;
+	const char *v = jv_string(val);
+
+	if (!v || s->n >= MAX_SELECTOR)
+		return -EINVAL;
+	s->keys[s->n] = strdup(key);
+	s->values[s->n] = strdup(v);
+	if (!s->keys[s->n] || !s->values[s->n])
+		return -ENOMEM;
+	s->n++;
+	return 0;
+}
+
+/* -nodeSelector: a JSON object of label values, as upstream's flag. */
+static int parse_selector(const char *json, struct selector *ret)
+{
+	_cleanup_(jv_unrefp) struct jv *v = NULL;
+	_cleanup_free_ char *err = NULL;
+	int r;
+
+	if (!json || !*json)
+		json = "{\"storage\":\"pmem\"}";
+	r = jv_parse(json, strlen(json), &v, &err);
+	if (r < 0 || !jv_is_object(v))
+		return log_error_errno(-EINVAL, "-nodeSelector=%s: not a JSON object%s%s", json, err ? ": " : "",
+				       err ? err : "");
+	r = jv_object_iter(v, selector_add, ret);
+	if (r < 0)
+		return log_error_errno(r, "-nodeSelector=%s: values must be strings (at most %d labels)", json,
+				       MAX_SELECTOR);
+	ret->sel.keys = (const char *const *)ret->keys;
+	ret->sel.values = (const char *const *)ret->values;
+	ret->sel.n = ret->n;
+	return 0;
+}
+
+static int connect_api(const struct mode_options *o, struct k8s_client **ret)
+{
+	_cleanup_free_ char *err = NULL;
+	int r = k8s_client_new(o->kubeconfig, ret, &err);
+
+	if (r < 0)
+		return log_error_errno(r, "Cannot set up the Kubernetes API client: %s", err ? err : "%m");
+	log_info("Kubernetes API server: %s", k8s_client_server(*ret));
+	return 0;
+}
+
+/* Wait for SIGTERM/SIGINT (blocked in all threads by main) for up to seconds (< 0: forever). */
+static bool wait_signal(int seconds)
+{
+	sigset_t mask;
+	struct timespec ts = { .tv_sec = seconds };
+	int sig;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sig = seconds < 0 ? (sigwait(&mask, &sig) == 0 ? sig : -1) : sigtimedwait(&mask, NULL, &ts);
+	if (sig > 0) {
+		log_info("Received signal %d (%s), shutting down", sig, strsignal(sig));
+		return true;
+	}
+	return false;
+}
+
+static bool always_ready(void *userdata _unused_)
+{
+	return true;
+}
+
+static int relabel(struct k8s_client *c, const struct mode_options *o, const struct selector *s)
+{
+	_cleanup_free_ char *node = k8s_path_escape(o->nodeid), *path = NULL, *patch = NULL, *err = NULL;
+	_cleanup_free_ char *label = xasprintf("%s/%s", o->drivername, CONVERT_LABEL);
+	struct strbuf b = STRBUF_INIT;
+	int r;
+
+	if (!node || !label)
+		return -ENOMEM;
+	strbuf_append_str(&b, "{\"metadata\":{\"labels\":{");
+	strbuf_append_json_string(&b, label);
+	strbuf_append_str(&b, ":null");
+	for (size_t i = 0; i < s->n; i++) {
+		strbuf_append_char(&b, ',');
+		strbuf_append_json_string(&b, s->keys[i]);
+		strbuf_append_char(&b, ':');
+		strbuf_append_json_string(&b, s->values[i]);
+	}
+	strbuf_append_str(&b, "}}}");
+	patch = strbuf_steal(&b);
+	path = xasprintf("/api/v1/nodes/%s", node);
+	if (!patch || !path)
+		return -ENOMEM;
+	r = k8s_merge_patch(c, path, patch, NULL, &err);
+	if (r < 0)
+		return log_error_errno(r, "Cannot relabel node %s: %s", o->nodeid, err ? err : "%m");
+	log_info("Node %s relabelled: %s", o->nodeid, patch);
+	return 0;
+}
+
+int run_force_convert(const struct mode_options *o)
+{
+	_cleanup_(selector_done) struct selector sel = {};
+	struct k8s_client *c = NULL;
+	struct metrics *m = NULL;
+	struct metrics_http *http = NULL;
+	_cleanup_(jv_unrefp) struct jv *node = NULL;
+	_cleanup_free_ char *path = NULL, *err = NULL, *label = xasprintf("%s/%s", o->drivername, CONVERT_LABEL);
+	_cleanup_free_ char *enode = k8s_path_escape(o->nodeid);
+	struct pmem_convert_result res = {};
+	const char *value;
+	int r;
+
+	if (!label || !enode)
+		return -ENOMEM;
+	r = parse_selector(o->node_selector, &sel);
+	if (r < 0)
+		return r;
+	r = connect_api(o, &c);
+	if (r < 0)
+		return r;
+	path = xasprintf("/api/v1/nodes/%s", enode);
+	r = path ? k8s_get(c, path, &node, &err) : -ENOMEM;
+	if (r < 0) {
+		log_error_errno(r, "Cannot read node %s (-nodeid): %s", o->nodeid, err ? err : "%m");
+		goto out;
+	}
+	/* The DaemonSet only runs on labelled nodes; this guards against running it by hand elsewhere. */
+	value = jv_string(jv_object_get(jv_object_get(jv_object_get(node, "metadata"), "labels"), label));
+	if (!streq_ptr(value, "force")) {
+		r = log_error_errno(-EPERM, "Node %s is not labelled %s=force (%s%s): refusing to convert its namespaces",
+				    o->nodeid, label, value ? "the value is " : "no such label", value ? value : "");
+		goto out;
+	}
+
+	free(err);
+	err = NULL;
+	r = pmem_convert_raw_namespaces(&res, &err);
+	if (r < 0) {
+		log_error_errno(r, "Converting raw namespaces failed: %s", err ? err : "%m");
+		goto out;
+	}
+	log_info("Raw namespace conversion: %u converted to fsdax, %u added to volume groups; %u volume group(s), "
+		 "%u \"pmem-csi\" namespace(s) for LVM mode",
+		 res.converted, res.added, res.vgs, res.lvm_namespaces);
+	if (res.converted == 0 && res.added == 0 && res.vgs == 0 && res.lvm_namespaces == 0) {
+		r = log_error_errno(-ENODEV, "Nothing to convert on node %s: no raw namespace, and no volume group "
+					     "or \"pmem-csi\" namespace that LVM mode could use (ndctl list -RN shows what there is)",
+				    o->nodeid);
+		goto out;
+	}
+	if (res.converted == 0 && res.added == 0)
+		log_info("No raw namespace left to convert: PMEM is already prepared for LVM mode");
+	r = relabel(c, o, &sel);
+	if (r < 0)
+		goto out;
+
+	if (o->metrics_listen && *o->metrics_listen && metrics_new(o->drivername, o->nodeid, o->version, &m) >= 0 &&
+	    metrics_http_start(m, o->metrics_listen, o->metrics_path, &http) >= 0)
+		metrics_http_set_readiness(http, always_ready, NULL);
+	/* Stay until Kubernetes removes the pod (the node lost the label): exiting
+	 * would race with that and restart the container. */
+	log_info("Raw namespace conversion is done, waiting for the termination signal");
+	wait_signal(-1);
+	r = 0;
+out:
+	metrics_http_stop(http);
+	metrics_free(m);
+	k8s_client_free(c);
+	return r;
+}
+
+struct webhooks_state {
+	bool ready;
+};
+
+static bool webhooks_ready(void *userdata)
+{
+	return ((struct webhooks_state *)userdata)->ready;
+}
+
+int run_webhooks(const struct mode_options *o)
+{
+	_cleanup_(selector_done) struct selector sel = {};
+	static const char *const result_label[] = { "result", NULL };
+	struct k8s_client *c = NULL;
+	struct metrics *m = NULL;
+	struct metrics_http *http = NULL;
+	struct metrics_family *passes = NULL, *rescheduled = NULL, *pending = NULL;
+	struct webhooks_state state = {};
+	int r, interval = o->resync_seconds > 0 ? o->resync_seconds : 10;
+
+	r = parse_selector(o->node_selector, &sel);
+	if (r < 0)
+		return r;
+	r = connect_api(o, &c);
+	if (r < 0)
+		return r;
+	r = metrics_new(o->drivername, "", o->version, &m);
+	if (r < 0)
+		goto out;
+	if (metrics_registry_add(metrics_registry(m), METRICS_TYPE_COUNTER, "pmem_csi_rescheduler_passes_total",
+				 "Passes over the PVCs of the cluster, by result (ok or error).", result_label, NULL,
+				 0, &passes) < 0 ||
+	    metrics_registry_add(metrics_registry(m), METRICS_TYPE_COUNTER,
+				 "pmem_csi_rescheduler_rescheduled_total",
+				 "PVCs whose selected node was removed because the driver cannot run there.", NULL,
+				 NULL, 0, &rescheduled) < 0 ||
+	    metrics_registry_add(metrics_registry(m), METRICS_TYPE_GAUGE, "pmem_csi_rescheduler_pending_pvcs",
+				 "Pending PVCs of this driver with a selected node, in the last pass.", NULL, NULL, 0,
+				 &pending) < 0) {
+		r = log_error_errno(-ENOMEM, "Cannot set up the rescheduler metrics");
+		goto out;
+	}
+	if (o->metrics_listen && *o->metrics_listen) {
+		r = metrics_http_start(m, o->metrics_listen, o->metrics_path, &http);
+		if (r < 0) {
+			log_error_errno(r, "Failed to serve metrics on %s: %m", o->metrics_listen);
+			goto out;
+		}
+		metrics_http_set_readiness(http, webhooks_ready, &state);
+		log_info("Prometheus endpoint started on %s (port %u), path %s", o->metrics_listen,
+			 (unsigned)metrics_http_port(http), o->metrics_path);
+	}
+	log_info("Rescheduler started: driver %s, node selector %s, a pass every %d s", o->drivername,
+		 o->node_selector && *o->node_selector ? o->node_selector : "{\"storage\":\"pmem\"}", interval);
+	do {
+		struct k8s_rescheduler_stats st = {};
+		_cleanup_free_ char *err = NULL;
+		const char *ok[] = { "ok", NULL }, *bad[] = { "error", NULL };
+
+		r = k8s_rescheduler_pass(c, o->drivername, &sel.sel, &st, &err);
+		if (r < 0) {
+			log_error("Rescheduler pass failed: %s", err ? err : strerror(-r));
+			metrics_counter_add(passes, bad, 1);
+			continue;
+		}
+		state.ready = true;
+		metrics_counter_add(passes, st.errors ? bad : ok, 1);
+		metrics_counter_add(rescheduled, NULL, st.rescheduled);
+		metrics_gauge_set(pending, NULL, st.pending);
+		log_v(st.rescheduled ? 2 : 5, "Rescheduler pass: %u pending PVC(s) with a selected node, %u rescheduled, %u error(s)",
+		      st.pending, st.rescheduled, st.errors);
+	} while (!wait_signal(interval));
+	r = 0;
+out:
+	metrics_http_stop(http);
+	metrics_free(m);
+	k8s_client_free(c);
+	return r;
+}

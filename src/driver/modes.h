@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The two cluster-facing modes besides "node": both talk to the API server. */
+
+struct mode_options {
+	const char *drivername;
+	const char *nodeid;
+	const char *kubeconfig;    /* NULL: in-cluster, else $KUBECONFIG */
+	const char *node_selector; /* JSON object of labels; NULL/empty: {"storage":"pmem"} */
+	const char *metrics_listen;
+	const char *metrics_path;
+	const char *version;
+	int resync_seconds; /* webhooks: seconds between passes over the PVCs */
+};
+
+/** run_force_convert() - -mode=force-convert-raw-namespaces; returns after SIGTERM (0) or on failure (< 0). */
+int run_force_convert(const struct mode_options *o);
+
+/** run_webhooks() - -mode=webhooks (the rescheduler); returns after SIGTERM. */
+int run_webhooks(const struct mode_options *o);

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The libcurl adapter (the only file that includes curl.h): the Kubernetes
+ * API client of k8s.h. One easy handle per client behind a mutex, so that the
+ * TLS connection is reused between the calls of a polling loop.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "basic/fileio.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "basic/strbuf.h"
+#include "basic/strutil.h"
+#include "json/json.h"
+#include "k8s-internal.h"
+#include "k8s.h"
+
+#define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+#define RESPONSE_MAX (64u * 1024 * 1024) /* a list of every PVC of a big cluster fits */
+#define TOKEN_MAX (64u * 1024)
+
+struct k8s_client {
+	struct k8s_config cfg;
+	pthread_mutex_t lock;
+	CURL *curl;
+	long timeout_ms;
+	unsigned attempts;
+	/* the bearer token and what its file looked like when read */
+	char *token;
+	struct timespec token_mtime;
+	off_t token_size;
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc;
+
+static void global_init(void)
+{
+	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* Re-read the token file when it changed: the kubelet rotates projected tokens. */
+static int refresh_token(struct k8s_client *c, bool force)
+{
+	struct stat st;
+	_cleanup_free_ char *t = NULL;
+	size_t len;
+	int r;
+
+	if (!c->cfg.token_file)
+		return 0;
+	if (stat(c->cfg.token_file, &st) < 0)
+		return c->token ? 0 : -errno; /* keep the last one during a rotation */
+	if (!force && c->token && st.st_size == c->token_size && st.st_mtim.tv_sec == c->token_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == c->token_mtime.tv_nsec)
+		return 0;
+	r = read_file_limited(c->cfg.token_file, TOKEN_MAX, &t, &len);
+	if (r < 0)
+		return c->token ? 0 : r;
+	while (len > 0 && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' '))
+		t[--len] = 0;
+	free(c->token);
+	c->token = TAKE_PTR(t);
+	c->token_mtime = st.st_mtim;
+	c->token_size = st.st_size;
+	return 0;
+}
+
+static int in_cluster(struct k8s_config *cfg, char **ret_err)
+{
+	const char *host = getenv("KUBERNETES_SERVICE_HOST"), *port = getenv("KUBERNETES_SERVICE_PORT");
+	const char *dir = getenv("PMEM_CSI_SERVICEACCOUNT_DIR");
+
+	if (!host || !*host || !port || !*port) {
+		*ret_err = strdup("not running in a Kubernetes cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no "
+				  "kubeconfig given (-kubeconfig or $KUBECONFIG)");
+		return -ENOENT;
+	}
+	if (!dir || !*dir)
+		dir = SA_DIR;
+	/* An IPv6 address needs brackets in a URL. */
+	cfg->server = strchr(host, ':') ? xasprintf("https://[%s]:%s", host, port)
+					: xasprintf("https://%s:%s", host, port);
+	cfg->ca_file = xasprintf("%s/ca.crt", dir);
+	cfg->token_file = xasprintf("%s/token", dir);
+	if (!cfg->server || !cfg->ca_file || !cfg->token_file)
+		return -ENOMEM;
+	return 0;
+}
+
+int k8s_client_new(const char *kubeconfig, struct k8s_client **ret, char **ret_err)
+{
+	struct k8s_client *c;
+	int r;
+
+	pthread_once(&global_once, global_init);
+	if (global_rc != CURLE_OK) {
+		*ret_err = strdup("libcurl initialisation failed");
+		return -EIO;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->timeout_ms = 15000;
+	c->attempts = 5;
+	pthread_mutex_init(&c->lock, NULL);
+	if (!kubeconfig && !getenv("KUBERNETES_SERVICE_HOST") && getenv("KUBECONFIG") && *getenv("KUBECONFIG"))
+		kubeconfig = getenv("KUBECONFIG");
+	r = kubeconfig ? k8s_config_from_kubeconfig(kubeconfig, &c->cfg, ret_err) : in_cluster(&c->cfg, ret_err);
+	if (r < 0)
+		goto fail;
+	if (c->cfg.token) {
+		c->token = strdup(c->cfg.token);
+		if (!c->token) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	r = refresh_token(c, true);
+	if (r < 0) {
+		*ret_err = xasprintf("cannot read the service account token %s: %s", c->cfg.token_file, strerror(-r));
+		goto fail;
+	}
+	c->curl = curl_easy_init();
+	if (!c->curl) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	*ret = c;
+	return 0;
+fail:
+	k8s_client_free(c);
+	return r;
+}
+
+void k8s_client_free(struct k8s_client *c)
+{
+	if (!c)
+		return;
+	if (c->curl)
+		curl_easy_cleanup(c->curl);
+	k8s_config_done(&c->cfg);
+	free(c->token);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+const char *k8s_client_server(const struct k8s_client *c)
+{
+	return c->cfg.server;
+}
+
+void k8s_client_set_limits(struct k8s_client *c, long timeout_ms, unsigned attempts)
+{
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : 15000;
+	c->attempts = attempts > 0 ? attempts : 1;
+}
+
+struct sink {
+	struct strbuf buf;
+	bool too_big;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct sink *s = ud;
+	size_t n = size * nmemb;
+
+	if (strbuf_len(&s->buf) + n > RESPONSE_MAX) {
+		s->too_big = true;
+		return 0; /* aborts the transfer */
+	}
+	strbuf_append(&s->buf, ptr, n);
+	return strbuf_failed(&s->buf) ? 0 : n;
+}
+
+/* The "message" of a Kubernetes Status object, or the start of the body. */
+static char *status_message(const char *body, size_t len)
+{
+	_cleanup_(jv_unrefp) struct jv *v = NULL;
+	const char *m;
+
+	if (len == 0)
+		return strdup("(empty response)");
+	if (jv_parse(body, len, &v, NULL) >= 0 && (m = jv_string(jv_object_get(v, "message"))))
+		return strdup(m);
+	return xasprintf("%.200s", body);
+}
+
+static int errno_of_http(long code)
+{
+	switch (code) {
+	case 404:
+		return -ENOENT;
+	case 409:
+		return -EEXIST;
+	case 401:
+	case 403:
+		return -EACCES;
+	case 400:
+	case 422:
+		return -EINVAL;
+	case 429:
+	case 500:
+	case 502:
+	case 503:
+	case 504:
+		return -EAGAIN;
+	default:
+		return -EIO;
+	}
+}
+
+static int errno_of_curl(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+		return -EPERM;
+	default:
+		return -EIO;
+	}
+}
+
+static bool retryable_curl(CURLcode rc)
+{
+	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_SEND_ERROR ||
+	       rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING || rc == CURLE_COULDNT_RESOLVE_HOST ||
+	       rc == CURLE_PARTIAL_FILE;
+}
+
+static void set_blob(CURL *h, CURLoption opt, char *data, size_t len)
+{
+	struct curl_blob b = { .data = data, .len = len, .flags = CURL_BLOB_COPY };
+
+	curl_easy_setopt(h, opt, &b);
+}
+
+/* One attempt. Returns 0 with *ret_code set, or the curl error. */
+static CURLcode perform(struct k8s_client *c, const char *method, const char *url, const char *content_type,
+			const char *body, struct sink *sink, long *ret_code, char *errbuf)
+{
+	struct curl_slist *hdrs = NULL;
+	_cleanup_free_ char *auth = NULL, *ctype = NULL;
+	CURL *h = c->curl;
+	CURLcode rc;
+
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000 ? c->timeout_ms : 5000L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "pmem-csi-driver");
+	if (c->cfg.insecure) {
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+	} else if (c->cfg.ca_data) {
+		set_blob(h, CURLOPT_CAINFO_BLOB, c->cfg.ca_data, c->cfg.ca_len);
+	} else if (c->cfg.ca_file) {
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->cfg.ca_file);
+	}
+	if (c->cfg.cert_data)
+		set_blob(h, CURLOPT_SSLCERT_BLOB, c->cfg.cert_data, c->cfg.cert_len);
+	else if (c->cfg.cert_file)
+		curl_easy_setopt(h, CURLOPT_SSLCERT, c->cfg.cert_file);
+	if (c->cfg.key_data)
+		set_blob(h, CURLOPT_SSLKEY_BLOB, c->cfg.key_data, c->cfg.key_len);
+	else if (c->cfg.key_file)
+		curl_easy_setopt(h, CURLOPT_SSLKEY, c->cfg.key_file);
+
+	hdrs = curl_slist_append(hdrs, "Accept: application/json");
+	if (c->token) {
+		auth = xasprintf("Authorization: Bearer %s", c->token);
+		if (auth)
+			hdrs = curl_slist_append(hdrs, auth);
+	}
+	if (body) {
+		ctype = xasprintf("Content-Type: %s", content_type ? content_type : "application/json");
+		if (ctype)
+			hdrs = curl_slist_append(hdrs, ctype);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	rc = curl_easy_perform(h);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, ret_code);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hdrs);
+	return rc;
+}
+
+int k8s_request(struct k8s_client *c, const char *method, const char *path, const char *content_type,
+		const char *body, struct jv **ret_body, char **ret_err)
+{
+	_cleanup_free_ char *url = xasprintf("%s%s", c->cfg.server, path);
+	unsigned delay_ms = 250;
+	bool reauth = false;
+	int r = -EIO;
+
+	if (!url)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	for (unsigned attempt = 1;; attempt++) {
+		struct sink sink = { .buf = STRBUF_INIT };
+		char errbuf[CURL_ERROR_SIZE] = "";
+		long code = 0;
+		CURLcode rc;
+		bool retry;
+
+		(void)refresh_token(c, false);
+		rc = perform(c, method, url, content_type, body, &sink, &code, errbuf);
+		if (rc == CURLE_OK && code >= 200 && code < 300) {
+			r = 0;
+			if (ret_body) {
+				_cleanup_free_ char *perr = NULL;
+				r = jv_parse(strbuf_len(&sink.buf) ? strbuf_str(&sink.buf) : "{}",
+					     strbuf_len(&sink.buf) ? strbuf_len(&sink.buf) : 2, ret_body, &perr);
+				if (r < 0) {
+					free(*ret_err);
+					*ret_err = xasprintf("%s %s: response is not JSON: %s", method, url,
+							     perr ? perr : "");
+				}
+			}
+			strbuf_free(&sink.buf);
+			break;
+		}
+		free(*ret_err);
+		if (rc != CURLE_OK) {
+			r = sink.too_big ? -EFBIG : errno_of_curl(rc);
+			*ret_err = sink.too_big ? xasprintf("%s %s: response larger than %u bytes", method, url,
+							    RESPONSE_MAX)
+						: xasprintf("%s %s: %s", method, url,
+							    errbuf[0] ? errbuf : curl_easy_strerror(rc));
+			retry = retryable_curl(rc);
+		} else {
+			_cleanup_free_ char *msg = status_message(strbuf_str(&sink.buf), strbuf_len(&sink.buf));
+			r = errno_of_http(code);
+			*ret_err = xasprintf("%s %s: HTTP %ld: %s", method, url, code, msg ? msg : "");
+			retry = r == -EAGAIN;
+			/* A rotated token: read it again once and retry at once. */
+			if (code == 401 && c->cfg.token_file && !reauth) {
+				reauth = true;
+				(void)refresh_token(c, true);
+				retry = true;
+				attempt--;
+			}
+		}
+		strbuf_free(&sink.buf);
+		if (!retry || attempt >= c->attempts)
+			break;
+		log_v(3, "%s; retrying in %u ms (attempt %u of %u)", *ret_err ? *ret_err : "request failed",
+		      delay_ms, attempt + 1, c->attempts);
+		usleep(delay_ms * 1000);
+		delay_ms = delay_ms * 2 > 4000 ? 4000 : delay_ms * 2;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r >= 0) {
+		free(*ret_err);
+		*ret_err = NULL;
+	}
+	return r;
+}
+
+int k8s_get(struct k8s_client *c, const char *path, struct jv **ret, char **ret_err)
+{
+	return k8s_request(c, "GET", path, NULL, NULL, ret, ret_err);
+}
+
+int k8s_merge_patch(struct k8s_client *c, const char *path, const char *patch, struct jv **ret, char **ret_err)
+{
+	return k8s_request(c, "PATCH", path, "application/merge-patch+json", patch, ret, ret_err);
+}
+
+char *k8s_path_escape(const char *s)
+{
+	struct strbuf b = STRBUF_INIT;
+
+	for (const char *p = s; *p; p++) {
+		bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+			     *p == '-' || *p == '.' || *p == '_' || *p == '~';
+		if (plain)
+			strbuf_append_char(&b, *p);
+		else
+			strbuf_appendf(&b, "%%%02X", (unsigned char)*p);
+	}
+	if (strbuf_len(&b) == 0)
+		strbuf_append_str(&b, "");
+	return strbuf_failed(&b) ? (strbuf_free(&b), NULL) : (strbuf_len(&b) ? strbuf_steal(&b) : strdup(""));
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * Node preparation for LVM mode (-mode=force-convert-raw-namespaces): raw
+ * namespaces (legacy, label-less NVDIMMs and memmap= PMEM can only have those)
+ * become fsdax namespaces in the volume group "<bus><region>fsdax" that LVM
+ * mode uses, the same layout intel/pmem-csi's conversion produced.
+ */
+
+struct lvm_report_row;
+
+/** pmem_lvm_vg_name() - "<bus><region>fsdax" (caller frees). */
+char *pmem_lvm_vg_name(const char *bus, const char *region);
+/** pmem_lvm_pvs() - all physical volumes (name, vg). */
+int pmem_lvm_pvs(struct lvm_report_row **ret, size_t *ret_n);
+/** pmem_lvm_vg_exists() - 1 when the volume group exists, 0 when not. */
+int pmem_lvm_vg_exists(const char *vg);
+/** pmem_lvm_vg_add() - vgcreate, or vgextend when it exists, with devs. */
+int pmem_lvm_vg_add(const char *vg, const char *const *devs, size_t n, char **ret_err);
+
+struct pmem_convert_result {
+	unsigned converted;   /* raw namespaces made fsdax in this run */
+	unsigned added;       /* namespaces put into a volume group in this run */
+	unsigned vgs;         /* volume groups LVM mode will find */
+	unsigned lvm_namespaces; /* fsdax namespaces named "pmem-csi" (LVM mode makes its VGs from them) */
+};
+
+/**
+ * pmem_convert_raw_namespaces() - convert every raw namespace of every
+ * enabled region to fsdax and add it to its region's volume group. Also adds
+ * unnamed, empty fsdax namespaces that are in no volume group (left by a
+ * conversion that was cut off). Never touches named namespaces (direct-mode
+ * volumes, "pmem-csi") or anything that holds a signature.
+ */
+int pmem_convert_raw_namespaces(struct pmem_convert_result *ret, char **ret_err);
