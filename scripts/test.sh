@@ -8,6 +8,8 @@
 # Environment:
 #   SKIP_VM=1          leave out the QEMU parts (they are counted as skipped)
 #   CSI_SANITY=PATH    csi-sanity binary (built from kubernetes-csi/csi-test); unset = skipped
+#   KUBE_APISERVER=PATH  kube-apiserver binary for the tests against a real API server
+#                      (manifest dry-runs, webhooks and conversion modes); unset = skipped
 #   STRESS_WORKERS / STRESS_VOLUMES   size of the in-guest stress test (default 10 x 20; full: 10 x 50)
 #   CRASH_ITERATIONS   SIGKILL injections per device mode (default 200)
 set -uo pipefail
@@ -100,6 +102,15 @@ else
     bash test/vm/run-kata-nvdimm.sh build/test-results/guest/kata/*.img >"$LOG/kata-nvdimm.log" 2>&1; rc=$?
     grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/kata-nvdimm.log" | sed 's/^/    /'
     absorb "Kata images as NVDIMMs" "$LOG/kata-nvdimm.log" $rc
+    echo "== raw namespace conversion in a guest with a label-less NVDIMM (API stand-in)"
+    bash test/vm/run-convert.sh build >"$LOG/convert.log" 2>&1; rc=$?
+    grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/convert.log" | sed 's/^/    /'
+    absorb "raw namespace conversion" "$LOG/convert.log" $rc
+    echo "== against a real Kubernetes API server (KUBE_APISERVER)"
+    bash test/k8s/run-k8s-tests.sh build >"$LOG/k8s.log" 2>&1; rc=$?
+    grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/k8s.log" | sed 's/^/    /'
+    SKIPPED=$((SKIPPED + $(grep -c '^SKIP - ' "$LOG/k8s.log")))
+    absorb "real API server" "$LOG/k8s.log" $rc
     if [ -n "${CSI_SANITY:-}" ]; then
         echo "== csi-sanity (LVM mode, in the guest)"
         bash test/sanity/run-sanity.sh build "$CSI_SANITY" >"$LOG/sanity.log" 2>&1; rc=$?

@@ -48,8 +48,8 @@ int base64_decode(const char *s, size_t len, char **ret, size_t *ret_len)
 			out[n++] = (char)((acc >> bits) & 0xff);
 		}
 	}
-	/* Leftover bits: 0 (complete), 2 (one byte in the last quantum) or 4 (two). */
-	if (bits == 6 || pad > 2 || (pad && pad != (bits == 2 ? 2u : bits == 4 ? 1u : 99u)))
+	/* Leftover bits: 0 (complete), 4 (one byte in the last quantum: "==") or 2 (two: "="). */
+	if (bits == 6 || pad > 2 || (pad && pad != (bits == 4 ? 2u : bits == 2 ? 1u : 99u)))
 		goto invalid;
 	out[n] = 0;
 	*ret = out;

@@ -405,7 +405,10 @@ char *k8s_path_escape(const char *s)
 		else
 			strbuf_appendf(&b, "%%%02X", (unsigned char)*p);
 	}
-	if (strbuf_len(&b) == 0)
-		strbuf_append_str(&b, "");
-	return strbuf_failed(&b) ? (strbuf_free(&b), NULL) : (strbuf_len(&b) ? strbuf_steal(&b) : strdup(""));
+	if (strbuf_failed(&b) || strbuf_len(&b) == 0) {
+		bool failed = strbuf_failed(&b);
+		strbuf_free(&b);
+		return failed ? NULL : strdup("");
+	}
+	return strbuf_steal(&b);
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "basic/arena.h"
+#include "basic/base64.h"
 #include "basic/fileio.h"
 #include "basic/keylock.h"
 #include "basic/macro.h"
@@ -205,4 +206,26 @@ TEST(atomic_write_and_read)
 	CHECK_INT(unlink_durable(dir, "a.json"), 0);
 	CHECK_INT(unlink_durable(dir, "a.json"), 0); /* already gone: fine */
 	CHECK_INT(rmdir(dir), 0);
+}
+
+TEST(base64_decode)
+{
+	static const struct {
+		const char *in, *out;
+	} ok[] = { { "", "" }, { "QQ==", "A" }, { "QUI=", "AB" }, { "QUJD", "ABC" }, { "QUJDRA==", "ABCD" },
+		   { "QUJD\nRA", "ABCD" }, { "aGVsbG8gd29ybGQ=", "hello world" } };
+	static const char *const bad[] = { "Q", "QQ=A", "Q===", "QU*D", "QUJDR" };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char *out = NULL;
+		size_t len = 0;
+		CHECK_INT(base64_decode(ok[i].in, strlen(ok[i].in), &out, &len), 0);
+		CHECK(out && len == strlen(ok[i].out) && memcmp(out, ok[i].out, len) == 0);
+		free(out);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *out = NULL;
+		size_t len = 0;
+		CHECK_INT(base64_decode(bad[i], strlen(bad[i]), &out, &len), -EINVAL);
+	}
 }

@@ -1,0 +1,48 @@
+#!/bin/bash
+# run-k8s-tests.sh - tests against a real Kubernetes API server: the manifests of
+# deploy/ with `kubectl apply --dry-run=server` (and the examples), the
+# rescheduler (-mode=webhooks) and the node checks of
+# -mode=force-convert-raw-namespaces (test_k8s.py), and the conversion in the
+# guest with the node patch against this API server (test/vm/run-convert.sh).
+#
+# usage: test/k8s/run-k8s-tests.sh BUILDDIR
+# Environment: KUBE_APISERVER - a kube-apiserver binary (not in Debian: build it
+# from the Kubernetes sources, see DEVELOPERS.md). Unset: everything is skipped.
+# Ends with "N passed, N failed[, N skipped]".
+set -uo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$(realpath "${1:-$REPO/build}")
+if [ -z "${KUBE_APISERVER:-}" ]; then
+    for t in "manifests and examples accepted by a real API server (kubectl apply --dry-run=server)" \
+             "webhooks mode and node checks against a real API server" \
+             "raw namespace conversion in the guest, node patched through a real API server"; do
+        echo "SKIP - $t (KUBE_APISERVER is not set: build kube-apiserver, see DEVELOPERS.md)"
+    done
+    echo "0 passed, 0 failed, 3 skipped"
+    exit 0
+fi
+command -v etcd >/dev/null || apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+KDIR=$(mktemp -d /tmp/pmem-csi-apiserver.XXXXXX)
+trap 'bash "$REPO/test/k8s/apiserver.sh" stop "$KDIR"' EXIT
+if ! bash "$REPO/test/k8s/apiserver.sh" start "$KDIR"; then
+    echo "FAIL - start kube-apiserver ($KUBE_APISERVER)"; echo "0 passed, 1 failed"; exit 1
+fi
+export KUBECONFIG=$KDIR/kubeconfig
+echo "# kube-apiserver $("$KUBE_APISERVER" --version 2>/dev/null | awk '{print $2}') at $(grep -m1 server: "$KUBECONFIG" | awk '{print $2}')"
+# No controller manager here: the service account the example pods use must be made by hand.
+kubectl create serviceaccount default -n default >/dev/null 2>&1 || true
+P=0; F=0
+add() { local l; l=$(grep -aE '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+    [ -n "$l" ] || { echo "FAIL - $2 (no summary)"; F=$((F+1)); return; }
+    P=$((P + ${l%% passed*})); l=${l#*, }; F=$((F + ${l%% failed*})); }
+out=$(mktemp)
+bash "$REPO/test/deploy/check-manifests.sh" 2>&1 | grep -E 'dry-run|^[0-9]+ passed' | tee "$out" | grep -v '^[0-9]' 
+# check-manifests counts its cluster-free checks too: count only the dry-runs here.
+P=$((P + $(grep -c '^ok - .*dry-run' "$out"))); F=$((F + $(grep -c '^FAIL - .*dry-run' "$out")))
+/usr/bin/python3 "$REPO/test/k8s/test_k8s.py" "$BUILD" "$KDIR" | tee "$out"
+add "$out" "test_k8s.py"
+bash "$REPO/test/vm/run-convert.sh" "$BUILD" "$KDIR/kubeconfig-guest" | tee "$out"
+add "$out" "conversion in the guest"
+rm -f "$out"
+echo "$P passed, $F failed"
+[ $F = 0 ]
