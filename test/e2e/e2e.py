@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""e2e.py - end to end on a real cluster: deploy a variant of deploy/generated/,
+then a late-binding PVC with a pod that checks DAX and writes and reads data, a
+CSI inline ephemeral volume, a raw block volume; delete everything and check on
+the node (through the driver's own pod) that no volume, state file or mount is
+left. Needs at least one node labelled storage=pmem with PMEM, and the images of
+the variant loaded on the nodes.
+
+Environment:
+  KUBECONFIG        the cluster (unset: every test is reported as skipped)
+  E2E_VARIANT       pmem-csi-lvm-testing (default), pmem-csi-direct-testing, ...
+  E2E_IMAGE         replace the driver image of the manifests (default: as generated)
+  E2E_SIDECAR_IMAGES  "old=new,old=new" replacements for the sidecar images
+  E2E_TEST_IMAGE    image of the test pods, with sh, grep, dd (default busybox:1.36)
+  E2E_TIMEOUT       seconds to wait for each step (default 600; emulated nodes are slow)
+  E2E_KEEP=1        leave the driver installed at the end
+Prints ok/FAIL/SKIP lines and "N passed, N failed[, N skipped]".
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VARIANT = os.environ.get("E2E_VARIANT", "pmem-csi-lvm-testing")
+IMAGE = os.environ.get("E2E_IMAGE")
+TEST_IMAGE = os.environ.get("E2E_TEST_IMAGE", "busybox:1.36")
+TIMEOUT = int(os.environ.get("E2E_TIMEOUT", "600"))
+NS = "pmem-csi-e2e"
+DRV = "pmem-csi.intel.com"
+TESTS = ["deploy: node pods ready, driver registered, capacity published",
+         "late-binding PVC: pod sees dax, writes and reads data",
+         "CSI inline ephemeral volume: pod sees dax, volume gone after the pod",
+         "raw block volume: pod writes and reads the device",
+         "after deleting everything: no volume, state file or mount left on the node"]
+results = [0, 0, 0]
+
+
+def log(msg):
+    print("# " + msg, flush=True)
+
+
+def kubectl(*args, input=None, check=True, timeout=120):
+    p = subprocess.run(["kubectl"] + list(args), input=input, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError("kubectl %s: %s" % (" ".join(args), p.stderr.strip()[-1500:]))
+    return p.stdout
+
+
+def kget(*args):
+    return json.loads(kubectl("get", "-o", "json", *args))
+
+
+def apply(obj):
+    kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def wait(cond, what, timeout=TIMEOUT):
+    t0 = time.time()
+    last = None
+    while time.time() - t0 < timeout:
+        try:
+            v = cond()
+            if v:
+                return v
+        except AssertionError as e:
+            last = e
+        time.sleep(3)
+    raise AssertionError("timed out after %d s waiting for %s%s" % (timeout, what, (": %s" % last) if last else ""))
+
+
+def pod_done(name, ns=NS):
+    return kget("pod", name, "-n", ns)["status"].get("phase") in ("Succeeded", "Failed")
+
+
+def pod_logs(name, ns=NS):
+    return kubectl("logs", name, "-n", ns, check=False)
+
+
+def describe(kind, name, ns=NS):
+    return kubectl("describe", kind, name, "-n", ns, check=False)[-2500:]
+
+
+def manifest():
+    with open(os.path.join(REPO, "deploy", "generated", VARIANT + ".yaml")) as f:
+        text = f.read()
+    if IMAGE:
+        import re
+        text = re.sub(r"image: \S*pmem-csi-driver\S*", "image: " + IMAGE, text)
+    for pair in filter(None, os.environ.get("E2E_SIDECAR_IMAGES", "").split(",")):
+        old, new = pair.split("=", 1)
+        text = text.replace("image: " + old, "image: " + new)
+    return text
+
+
+def node_pods():
+    return kget("pods", "-n", "pmem-csi", "-l", "app.kubernetes.io/name=pmem-csi-node")["items"]
+
+
+def on_node(pod, *cmd):
+    return kubectl("exec", "-n", "pmem-csi", pod, "-c", "pmem-driver", "--", *cmd, timeout=300)
+
+
+def test_pod(name, volumes, mounts=None, devices=None, script="sleep 1"):
+    c = {"name": "app", "image": TEST_IMAGE, "command": ["sh", "-c", script]}
+    if mounts:
+        c["volumeMounts"] = mounts
+    if devices:
+        c["volumeDevices"] = devices
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+            "spec": {"restartPolicy": "Never", "containers": [c], "volumes": volumes,
+                     "nodeSelector": {"storage": "pmem"}, "terminationGracePeriodSeconds": 1}}
+
+
+def run_pod(pod, expect):
+    apply(pod)
+    name = pod["metadata"]["name"]
+    wait(lambda: pod_done(name), "pod %s to finish" % name)
+    out = pod_logs(name)
+    phase = kget("pod", name, "-n", NS)["status"]["phase"]
+    if phase != "Succeeded" or any(e not in out for e in expect):
+        raise AssertionError("pod %s: phase %s, output:\n%s\n%s" % (name, phase, out, describe("pod", name)))
+    return out
+
+
+def step(i, fn):
+    name = TESTS[i]
+    t0 = time.time()
+    try:
+        fn()
+        results[0] += 1
+        print("ok - e2e: %s (%.0f s)" % (name, time.time() - t0), flush=True)
+        return True
+    except Exception as e:
+        results[1] += 1
+        print("FAIL - e2e: %s: %s" % (name, e), flush=True)
+        traceback.print_exc(file=sys.stdout)
+        return False
+
+
+def deploy():
+    kubectl("apply", "-f", "-", input=manifest(), timeout=300)
+    pods = wait(lambda: [p for p in node_pods()
+                         if all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
+                         and len(p["status"].get("containerStatuses", [])) == 3] or None,
+                "a node pod with 3 ready containers")
+    log("node pods: %s" % [p["metadata"]["name"] + "@" + p["spec"]["nodeName"] for p in pods])
+    node = pods[0]["spec"]["nodeName"]
+    wait(lambda: any(d["name"] == DRV for d in kget("csinode", node)["spec"].get("drivers") or []),
+         "CSINode %s to list %s" % (node, DRV))
+    caps = wait(lambda: [c for c in kget("csistoragecapacities", "-A")["items"]
+                         if c.get("capacity") and c.get("storageClassName")] or None,
+                "CSIStorageCapacity objects (create the storage class first)")
+    log("capacity: %s" % [(c["storageClassName"], c["capacity"], c.get("maximumVolumeSize")) for c in caps])
+    return pods
+
+
+def main():
+    if not os.environ.get("KUBECONFIG"):
+        for t in TESTS:
+            print("SKIP - e2e: %s (KUBECONFIG is not set)" % t)
+        results[2] = len(TESTS)
+        return
+    log("variant %s, test image %s, cluster %s" % (VARIANT, TEST_IMAGE,
+        kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")))
+    kubectl("create", "namespace", NS, check=False)
+    # The storage class first: the provisioner publishes capacity per class.
+    apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+           "metadata": {"name": "pmem-csi-e2e-late-binding"}, "provisioner": DRV, "reclaimPolicy": "Delete",
+           "volumeBindingMode": "WaitForFirstConsumer",
+           "parameters": {"csi.storage.k8s.io/fstype": "ext4", "eraseafter": "true"}})
+    state = {}
+    if not step(0, lambda: state.update(pods=deploy())):
+        for i in range(1, len(TESTS)):
+            print("SKIP - e2e: %s (deploy failed)" % TESTS[i])
+            results[2] += 1
+        return
+    pod0 = state["pods"][0]["metadata"]["name"]
+
+    def late_binding():
+        apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "late", "namespace": NS},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "pmem-csi-e2e-late-binding",
+                        "resources": {"requests": {"storage": "100Mi"}}}})
+        out = run_pod(test_pod("late-writer", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
+                               [{"name": "d", "mountPath": "/data"}],
+                               script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
+                                      "echo e2e-data > /data/file && sync && cat /data/file && echo DAX-OK"),
+                      ["DAX-OK", "e2e-data"])
+        log(out.strip().splitlines()[0])
+        kubectl("delete", "pod", "late-writer", "-n", NS, "--wait=true", timeout=TIMEOUT)
+        # The data survives the pod: a second pod reads it.
+        run_pod(test_pod("late-reader", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
+                         [{"name": "d", "mountPath": "/data"}], script="cat /data/file"), ["e2e-data"])
+        kubectl("delete", "pod", "late-reader", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+    def inline():
+        vol = {"name": "d", "csi": {"driver": DRV, "fsType": "ext4", "volumeAttributes": {"size": "64Mi"}}}
+        run_pod(test_pod("inline", [vol], [{"name": "d", "mountPath": "/data"}],
+                         script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
+                                "echo x > /data/x && echo INLINE-OK"), ["INLINE-OK"])
+        kubectl("delete", "pod", "inline", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+    def block():
+        apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blk", "namespace": NS},
+               "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
+                        "storageClassName": "pmem-csi-e2e-late-binding",
+                        "resources": {"requests": {"storage": "64Mi"}}}})
+        run_pod(test_pod("block", [{"name": "d", "persistentVolumeClaim": {"claimName": "blk"}}],
+                         devices=[{"name": "d", "devicePath": "/dev/e2e"}],
+                         script="ls -l /dev/e2e && echo block-data | dd of=/dev/e2e bs=512 count=1 conv=sync "
+                                "2>/dev/null && dd if=/dev/e2e bs=512 count=1 2>/dev/null | grep -q block-data "
+                                "&& echo BLOCK-OK"), ["BLOCK-OK"])
+        kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+    def cleanup():
+        kubectl("delete", "pvc", "--all", "-n", NS, "--wait=true", timeout=TIMEOUT)
+        wait(lambda: not [pv for pv in kget("pv")["items"]
+                          if pv["spec"].get("csi", {}).get("driver") == DRV], "the PVs to be deleted")
+        lvs = on_node(pod0, "lvm", "lvs", "--noheadings", "-o", "lv_name,vg_name")
+        ours = [l for l in lvs.split("\n") if l.strip() and l.split()[-1].endswith("fsdax")]
+        ns = json.loads(on_node(pod0, "ndctl", "list", "-N") or "[]")
+        ns = ns if isinstance(ns, list) else [ns]
+        named = [n["name"] for n in ns if n.get("name") and n["name"] != "pmem-csi"]
+        state_files = [f for f in on_node(pod0, "ls", "/var/lib/" + DRV).split() if f.endswith(".json")]
+        mounts = [l for l in on_node(pod0, "cat", "/proc/mounts").split("\n")
+                  if "/dev/ndbus" in l or "kubernetes.io~csi" in l and DRV in l]
+        left = {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
+        if any(left.values()):
+            raise AssertionError("left on the node: %s" % left)
+        log("node clean: no LV, volume namespace, state file or volume mount")
+
+    step(1, late_binding)
+    step(2, inline)
+    step(3, block)
+    step(4, cleanup)
+    if os.environ.get("E2E_KEEP") != "1":
+        kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        kubectl("delete", "-f", "-", "--wait=false", input=manifest(), check=False, timeout=300)
+        kubectl("delete", "storageclass", "pmem-csi-e2e-late-binding", check=False)
+
+
+try:
+    main()
+except Exception as e:
+    traceback.print_exc(file=sys.stdout)
+    print("FAIL - e2e: unexpected error: %s" % e)
+    results[1] += 1
+line = "%d passed, %d failed" % (results[0], results[1])
+if results[2]:
+    line += ", %d skipped" % results[2]
+print(line)
+sys.exit(1 if results[1] else 0)
