@@ -21,8 +21,8 @@ PURGE=(
     libpython3-stdlib libpython3.11-stdlib libpython3.11-minimal media-types
     libicu72 libsqlite3-0 libreadline8 readline-common libexpat1 libncursesw6
     libnsl2 libtirpc3 libtirpc-common
-    libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0
 )
+# (Kerberos, which python3's libnsl2 also pulls in, stays: libcurl links it.)
 n=0
 for p in "${PURGE[@]}"; do
     # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
