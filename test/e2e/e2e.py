@@ -144,8 +144,9 @@ def deploy():
     kubectl("apply", "-f", "-", input=manifest(), timeout=300)
     pods = wait(lambda: [p for p in node_pods()
                          if all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
-                         and len(p["status"].get("containerStatuses", [])) == 3] or None,
-                "a node pod with 3 ready containers")
+                         and len(p["status"].get("containerStatuses", [])) == len(p["spec"]["containers"])]
+                or None,
+                "a node pod with all containers ready")
     log("node pods: %s" % [p["metadata"]["name"] + "@" + p["spec"]["nodeName"] for p in pods])
     node = pods[0]["spec"]["nodeName"]
     wait(lambda: any(d["name"] == DRV for d in kget("csinode", node)["spec"].get("drivers") or []),
