@@ -47,9 +47,9 @@ int blockdev_erase(const char *path, bool full)
 	if (range[1] == 0)
 		return 0;
 	/* BLKZEROOUT lets the kernel zero the range (on PMEM a memset of the
-	 * mapped memory) and drops the page cache for it: 10x faster than
-	 * writing zero buffers through the page cache and ~13x faster than
-	 * upstream's `shred -n 0 -z`. */
+	 * mapped memory) without a user-space buffer or the page cache. In the
+	 * emulated guest it is 1.2-1.5x faster than upstream's `shred -n 0 -z`
+	 * (docs/performance.md); real PMEM has not been measured. */
 	if (ioctl(fd, BLKZEROOUT, range) == 0)
 		return 0;
 	log_debug_errno(errno, "BLKZEROOUT on %s failed, writing zeros instead: %m", path);
