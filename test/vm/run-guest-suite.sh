@@ -12,6 +12,7 @@
 # Environment:
 #   RESULTS_DIR            where the console log and driver logs go
 #                          (default BUILDDIR/test-results/guest; emptied first)
+#   STRESS_DIRECT_WORKERS, STRESS_DIRECT_VOLUMES  the direct-mode stress test (default 5 x 8)
 #   STRESS_WORKERS, STRESS_VOLUMES   size of the stress test (default 10 x 20;
 #                          the full run is STRESS_VOLUMES=50)
 #   PMEMVM_TIMEOUT         VM time limit in seconds (default 5400)
@@ -40,7 +41,7 @@ RESULTS=$(realpath "$RESULTS")
 CONSOLE=$RESULTS/console.log
 
 envs=(--env "PMEM_CSI_DRIVER=$DRIVER" --env "RESULTS_DIR=$RESULTS")
-for v in STRESS_WORKERS STRESS_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED; do
+for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 
