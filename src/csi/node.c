@@ -273,7 +273,13 @@ int csi_node_unstage_volume(struct csi_call *c, void *ud, const ProtobufCMessage
 		goto out;
 	}
 	if (mounted == 0 && csi_volume_lookup(d, req->volume_id, &rec) < 0) {
-		r = csi_fail(c, CSI_CODE_NOT_FOUND, "volume %s not found", req->volume_id);
+		/* Nothing staged there and no such volume: nothing to undo. Not
+		 * NOT_FOUND: for a raw block volume (whose staging mounts nothing)
+		 * kubelet may unstage after DeleteVolume, and would retry a
+		 * NOT_FOUND for ever, keeping its volumeDevices directories. */
+		log_v(2, "Volume %s is unknown and %s is not a mount point: nothing to unstage", req->volume_id,
+		      req->staging_target_path);
+		r = 0;
 		goto out;
 	}
 	r = umount_all(c, req->staging_target_path, "staging path");

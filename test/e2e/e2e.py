@@ -10,7 +10,8 @@ Environment:
   KUBECONFIG        the cluster (unset: every test is reported as skipped)
   E2E_VARIANT       pmem-csi-lvm-testing (default), pmem-csi-direct-testing, ...
   E2E_IMAGE         replace the driver image of the manifests (default: as generated)
-  E2E_SIDECAR_IMAGES  "old=new,old=new" replacements for the sidecar images
+  E2E_SIDECAR_IMAGES  "old=new,old=new" replacements for the sidecar images (the -testing
+                    variants also run alpine/socat:1.8.0.3, for reaching the node socket)
   E2E_TEST_IMAGE    image of the test pods, with sh, grep, dd (default busybox:1.36)
   E2E_TIMEOUT       seconds to wait for each step (default 600; emulated nodes are slow)
   E2E_KEEP=1        leave the driver installed at the end
@@ -34,7 +35,7 @@ TESTS = ["deploy: node pods ready, driver registered, capacity published",
          "late-binding PVC: pod sees dax, writes and reads data",
          "CSI inline ephemeral volume: pod sees dax, volume gone after the pod",
          "raw block volume: pod writes and reads the device",
-         "after deleting everything: no volume, state file or mount left on the node"]
+         "after deleting everything: no volume, state file, mount or kubelet record left on the node"]
 results = [0, 0, 0]
 
 
@@ -231,7 +232,12 @@ def main():
         left = {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
         if any(left.values()):
             raise AssertionError("left on the node: %s" % left)
-        log("node clean: no LV, volume namespace, state file or volume mount")
+        # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
+        vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
+        wait(lambda: not on_node(pod0, "sh", "-c", "find %s -maxdepth 2 -name 'pvc-*' 2>/dev/null || true"
+                                 % vd).split(),
+             "kubelet to unstage the block volume (%s empty)" % vd, timeout=min(TIMEOUT, 300))
+        log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
 
     step(1, late_binding)
     step(2, inline)

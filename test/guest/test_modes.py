@@ -176,6 +176,23 @@ class BlockBase(DriverTestCase):
         self.delete(vol.volume_id)
         self.assertIsNone(device_of(self, vol.volume_id))
 
+    def test_03_unstage_after_delete(self):
+        """kubelet's order for block volumes: unpublish, DeleteVolume (nothing is mounted at the
+        staging path, so it is allowed), then NodeUnstageVolume. That must succeed, or kubelet
+        retries it for ever and keeps its volumeDevices directories (found by the e2e run)."""
+        req = pb.CreateVolumeRequest(name="block-late-" + self.mode, volume_capabilities=[block_cap()],
+                                     capacity_range=pb.CapacityRange(required_bytes=16 * MiB))
+        vid = self.expect(None, self.c.CreateVolume, req, "CreateVolume(block)").volume.volume_id
+        self._track(vid)
+        staging = self.path("block-late", "staging")
+        os.makedirs(staging, exist_ok=True)
+        self.expect(None, self.c.NodeStageVolume, self.stage_req(vid, staging, cap=block_cap()), "stage")
+        self.delete(vid)
+        self.unstage(vid, staging)
+        self.unstage(vid, staging)
+        # A volume ID never seen, nothing mounted: nothing to do either.
+        self.unstage("no-such-volume", self.path("block-late", "other"))
+
     def test_02_kata_block_rejected(self):
         req = pb.CreateVolumeRequest(name="block-kata", volume_capabilities=[block_cap()],
                                      parameters={"kataContainers": "true"})
