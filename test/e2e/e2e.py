@@ -234,10 +234,17 @@ def main():
             raise AssertionError("left on the node: %s" % left)
         # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
         vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
-        wait(lambda: not on_node(pod0, "sh", "-c", "find %s -maxdepth 2 -name 'pvc-*' 2>/dev/null || true"
-                                 % vd).split(),
-             "kubelet to unstage the block volume (%s empty)" % vd, timeout=min(TIMEOUT, 300))
-        log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
+        if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
+            # Every PV of the class was deleted above: whatever is left under staging/ and
+            # publish/ is a record kubelet could not clean up.
+            wait(lambda: not on_node(pod0, "sh", "-c", "find %s -mindepth 2 -maxdepth 2" % vd).split(),
+                 "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
+                 timeout=min(TIMEOUT, 300))
+            log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
+        else:
+            log("NOTE: %s is not visible in the driver pod (another kubelet directory?): "
+                "kubelet's block volume records not checked" % vd)
+            log("node clean: no LV, volume namespace, state file or volume mount")
 
     step(1, late_binding)
     step(2, inline)
