@@ -218,6 +218,8 @@ def main():
         kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
 
     def cleanup():
+        pvs = [c["spec"].get("volumeName") for c in kget("pvc", "-n", NS)["items"]]
+        pvs = [p for p in pvs if p]
         kubectl("delete", "pvc", "--all", "-n", NS, "--wait=true", timeout=TIMEOUT)
         wait(lambda: not [pv for pv in kget("pv")["items"]
                           if pv["spec"].get("csi", {}).get("driver") == DRV], "the PVs to be deleted")
@@ -235,9 +237,10 @@ def main():
         # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
         vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
         if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
-            # Every PV of the class was deleted above: whatever is left under staging/ and
-            # publish/ is a record kubelet could not clean up.
-            wait(lambda: not on_node(pod0, "sh", "-c", "find %s -mindepth 2 -maxdepth 2" % vd).split(),
+            # A deleted PV of ours still under staging/, publish/ or at the top is a record
+            # kubelet could not clean up (it keeps retrying NodeUnstageVolume).
+            wait(lambda: not [f for f in on_node(pod0, "sh", "-c", "find %s -maxdepth 2" % vd).split()
+                              if os.path.basename(f) in pvs],
                  "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
                  timeout=min(TIMEOUT, 300))
             log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
