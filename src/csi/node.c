@@ -450,6 +450,23 @@ fail:
 	return r;
 }
 
+/* The staging path of a filesystem publish must hold the volume's device; *smi gets its mount. */
+static int check_staged(struct csi_call *c, const Csi__V1__NodePublishVolumeRequest *req, const char *dev,
+			struct fs_mount_info *smi)
+{
+	int r;
+
+	if (!req->staging_target_path || !*req->staging_target_path)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+	r = fs_mount_info(req->staging_target_path, smi);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot read the mount table");
+	if (r == 0 || !same_device(smi, dev))
+		return csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is not staged at %s", req->volume_id,
+				req->staging_target_path);
+	return 0;
+}
+
 static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V1__NodePublishVolumeRequest *req,
 			  const struct csi_caps_summary *caps)
 {
@@ -480,20 +497,9 @@ static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V
 				     req->volume_id);
 			goto out;
 		}
-		if (!req->staging_target_path || !*req->staging_target_path) {
-			r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+		r = check_staged(c, req, dev.path, &smi);
+		if (r < 0)
 			goto out;
-		}
-		r = fs_mount_info(req->staging_target_path, &smi);
-		if (r < 0) {
-			r = csi_fail_errno(c, r, "cannot read the mount table");
-			goto out;
-		}
-		if (r == 0 || !same_device(&smi, dev.path)) {
-			r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is not staged at %s", req->volume_id,
-				     req->staging_target_path);
-			goto out;
-		}
 		r = kata_publish(c, d, req->volume_id, req->staging_target_path, NULL, smi.fstype, false, flags, ro,
 				 req->target_path);
 		goto out;
@@ -547,20 +553,9 @@ static int publish_locked(struct csi_call *c, struct csi_driver *d, const Csi__V
 		goto out;
 	}
 
-	if (!req->staging_target_path || !*req->staging_target_path) {
-		r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "staging_target_path is missing");
+	r = check_staged(c, req, dev.path, &smi);
+	if (r < 0)
 		goto out;
-	}
-	r = fs_mount_info(req->staging_target_path, &smi);
-	if (r < 0) {
-		r = csi_fail_errno(c, r, "cannot read the mount table");
-		goto out;
-	}
-	if (r == 0 || !same_device(&smi, dev.path)) {
-		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is not staged at %s", req->volume_id,
-			     req->staging_target_path);
-		goto out;
-	}
 	r = mkdir_p(req->target_path, 0750);
 	if (r < 0) {
 		r = csi_fail_errno(c, r, "cannot create target path %s", req->target_path);
