@@ -229,8 +229,11 @@ def main():
         ns = ns if isinstance(ns, list) else [ns]
         named = [n["name"] for n in ns if n.get("name") and n["name"] != "pmem-csi"]
         state_files = [f for f in on_node(pod0, "ls", "/var/lib/" + DRV).split() if f.endswith(".json")]
+        # Our devices (LVM: /dev/ndbus*, direct: /dev/pmem*) or kubelet's staging
+        # directories of this driver, wherever they are mounted.
         mounts = [l for l in on_node(pod0, "cat", "/proc/mounts").split("\n")
-                  if "/dev/ndbus" in l or "kubernetes.io~csi" in l and DRV in l]
+                  if l.split()[:1] and (l.split()[0].startswith(("/dev/pmem", "/dev/ndbus"))
+                                        or "/kubernetes.io/csi/%s/" % DRV in l)]
         left = {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
         if any(left.values()):
             raise AssertionError("left on the node: %s" % left)
