@@ -426,7 +426,7 @@ static int kata_publish(struct csi_call *c, struct csi_driver *d, const char *vo
 	/* The same volume published elsewhere: mount its loop device again. */
 	r = kata_loop_find(image, loop, sizeof(loop));
 	if (r <= 0) {
-		lfd = kata_loop_attach(image, O_RDWR, loop, sizeof(loop));
+		lfd = kata_loop_attach(image, loop, sizeof(loop));
 		if (lfd < 0) {
 			r = csi_fail_errno(c, lfd, "cannot attach a loop device to %s", image);
 			goto fail;

@@ -196,16 +196,9 @@ static int run_node(const struct options *o)
 		log_error_errno(r, "Failed to set up metrics: %m");
 		goto out;
 	}
-	if (o->metrics_listen && *o->metrics_listen) {
-		r = metrics_http_start(metrics, o->metrics_listen, o->metrics_path, &http);
-		if (r < 0) {
-			log_error_errno(r, "Failed to serve metrics on %s: %m", o->metrics_listen);
-			goto out;
-		}
-		metrics_http_set_readiness(http, metrics_ready, driver);
-		log_info("Prometheus endpoint started on %s (port %u), path %s", o->metrics_listen,
-			 (unsigned)metrics_http_port(http), o->metrics_path);
-	}
+	r = serve_metrics(metrics, o->metrics_listen, o->metrics_path, metrics_ready, driver, &http);
+	if (r < 0)
+		goto out;
 
 	scfg.endpoint = o->endpoint;
 	scfg.observer = metrics_observer;

@@ -109,6 +109,23 @@ static bool wait_signal(int seconds)
 	return false;
 }
 
+int serve_metrics(struct metrics *m, const char *listen, const char *path, metrics_ready_fn ready, void *userdata,
+		  struct metrics_http **ret)
+{
+	int r;
+
+	*ret = NULL;
+	if (!listen || !*listen)
+		return 0;
+	r = metrics_http_start(m, listen, path, ret);
+	if (r < 0)
+		return log_error_errno(r, "Failed to serve metrics on %s: %m", listen);
+	metrics_http_set_readiness(*ret, ready, userdata);
+	log_info("Prometheus endpoint started on %s (port %u), path %s", listen, (unsigned)metrics_http_port(*ret),
+		 path);
+	return 0;
+}
+
 static bool always_ready(void *userdata _unused_)
 {
 	return true;
@@ -201,9 +218,9 @@ int run_force_convert(const struct mode_options *o)
 	if (r < 0)
 		goto out;
 
-	if (o->metrics_listen && *o->metrics_listen && metrics_new(o->drivername, o->nodeid, o->version, &m) >= 0 &&
-	    metrics_http_start(m, o->metrics_listen, o->metrics_path, &http) >= 0)
-		metrics_http_set_readiness(http, always_ready, NULL);
+	/* The work is done: a metrics server that cannot start is no reason to fail now. */
+	if (o->metrics_listen && *o->metrics_listen && metrics_new(o->drivername, o->nodeid, o->version, &m) >= 0)
+		(void)serve_metrics(m, o->metrics_listen, o->metrics_path, always_ready, NULL, &http);
 	/* Stay until Kubernetes removes the pod (the node lost the label): exiting
 	 * would race with that and restart the container. */
 	log_info("Raw namespace conversion is done, waiting for the termination signal");
@@ -258,16 +275,9 @@ int run_webhooks(const struct mode_options *o)
 		r = log_error_errno(-ENOMEM, "Cannot set up the rescheduler metrics");
 		goto out;
 	}
-	if (o->metrics_listen && *o->metrics_listen) {
-		r = metrics_http_start(m, o->metrics_listen, o->metrics_path, &http);
-		if (r < 0) {
-			log_error_errno(r, "Failed to serve metrics on %s: %m", o->metrics_listen);
-			goto out;
-		}
-		metrics_http_set_readiness(http, webhooks_ready, &state);
-		log_info("Prometheus endpoint started on %s (port %u), path %s", o->metrics_listen,
-			 (unsigned)metrics_http_port(http), o->metrics_path);
-	}
+	r = serve_metrics(m, o->metrics_listen, o->metrics_path, webhooks_ready, &state, &http);
+	if (r < 0)
+		goto out;
 	log_info("Rescheduler started: driver %s, node selector %s, a pass every %d s", o->drivername,
 		 o->node_selector && *o->node_selector ? o->node_selector : "{\"storage\":\"pmem\"}", interval);
 	do {

@@ -3,6 +3,18 @@
 
 /* The two cluster-facing modes besides "node": both talk to the API server. */
 
+#include "metrics/http.h"
+
+struct metrics;
+
+/**
+ * serve_metrics() - start the metrics HTTP server on listen (nothing, and
+ * *ret = NULL, when listen is empty) with the readiness that /healthz reports.
+ * Logs its failure.
+ */
+int serve_metrics(struct metrics *m, const char *listen, const char *path, metrics_ready_fn ready, void *userdata,
+		  struct metrics_http **ret);
+
 struct mode_options {
 	const char *drivername;
 	const char *nodeid;

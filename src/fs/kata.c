@@ -127,13 +127,13 @@ int kata_header_build(uint8_t *buf, uint64_t image_size)
 	return 0;
 }
 
-static int loop_configure(int lfd, int ffd, bool ro, const char *image)
+static int loop_configure(int lfd, int ffd, const char *image)
 {
 	struct loop_config cfg = {};
 
 	cfg.fd = (uint32_t)ffd;
 	cfg.info.lo_offset = KATA_HEADER_SIZE;
-	cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | (ro ? LO_FLAGS_READ_ONLY : 0);
+	cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
 	snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", image);
 	if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0)
 		return 0;
@@ -150,12 +150,11 @@ static int loop_configure(int lfd, int ffd, bool ro, const char *image)
 	return 0;
 }
 
-int kata_loop_attach(const char *image, int flags, char *ret_path, size_t path_size)
+int kata_loop_attach(const char *image, char *ret_path, size_t path_size)
 {
 	_cleanup_close_ int ctl = -1, ffd = -1;
-	bool ro = (flags & O_ACCMODE) == O_RDONLY;
 
-	ffd = open(image, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	ffd = open(image, O_RDWR | O_CLOEXEC);
 	if (ffd < 0)
 		return -errno;
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
@@ -169,16 +168,16 @@ int kata_loop_attach(const char *image, int flags, char *ret_path, size_t path_s
 		if (n < 0)
 			return -errno;
 		snprintf(path, sizeof(path), "/dev/loop%d", n);
-		lfd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		lfd = open(path, O_RDWR | O_CLOEXEC);
 		if (lfd < 0 && errno == ENOENT) {
 			/* /dev without devtmpfs or udev: make the node ourselves. */
 			if (mknod(path, S_IFBLK | 0660, makedev(LOOP_MAJOR_NUM, (unsigned)n)) < 0 && errno != EEXIST)
 				return -errno;
-			lfd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+			lfd = open(path, O_RDWR | O_CLOEXEC);
 		}
 		if (lfd < 0)
 			return -errno;
-		r = loop_configure(lfd, ffd, ro, image);
+		r = loop_configure(lfd, ffd, image);
 		if (r == -EBUSY) {
 			close(lfd);
 			continue;
@@ -423,7 +422,7 @@ int kata_image_ensure(const char *dir, const char *fs, char **ret_err)
 		goto fail;
 	}
 	step = "attach a loop device to the image";
-	lfd = kata_loop_attach(tmp, O_RDWR, loopdev, sizeof(loopdev));
+	lfd = kata_loop_attach(tmp, loopdev, sizeof(loopdev));
 	if (lfd < 0) {
 		r = lfd;
 		goto fail;

@@ -50,7 +50,7 @@ int kata_image_ensure(const char *dir, const char *fs, char **ret_err);
  * fd of the device (the caller closes it after mounting) and its path in
  * ret_path (size >= 32).
  */
-int kata_loop_attach(const char *image, int flags, char *ret_path, size_t path_size);
+int kata_loop_attach(const char *image, char *ret_path, size_t path_size);
 
 /**
  * kata_loop_backing() - whether the block device major:minor is a loop device

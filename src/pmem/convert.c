@@ -135,7 +135,7 @@ int pmem_convert_raw_namespaces(struct pmem_convert_result *ret, char **ret_err)
 		}
 		if (n > 0) {
 			_cleanup_free_ char *err = NULL;
-			r = pmem_lvm_vg_add(vg, devs, n, &err);
+			r = pmem_lvm_vg_add(vg, pmem_lvm_vg_in(pvs, n_pvs, vg), devs, n, &err);
 			if (r < 0) {
 				*ret_err = xasprintf("setting up volume group %s with %s%s failed: %s", vg, devs[0],
 						     n > 1 ? " and more" : "", err ? err : strerror(-r));
@@ -144,12 +144,8 @@ int pmem_convert_raw_namespaces(struct pmem_convert_result *ret, char **ret_err)
 			log_info("Volume group %s now has %zu more namespace(s), starting with %s", vg, n, devs[0]);
 			res.added += (unsigned)n;
 		}
-		r = pmem_lvm_vg_exists(vg);
-		if (r < 0) {
-			*ret_err = xasprintf("cannot check volume group %s: %s", vg, strerror(-r));
-			goto out;
-		}
-		res.vgs += (unsigned)r;
+		if (n > 0 || pmem_lvm_vg_in(pvs, n_pvs, vg))
+			res.vgs++;
 	}
 	*ret = res;
 	r = 0;

@@ -17,10 +17,10 @@ struct lvm_report_row;
 char *pmem_lvm_vg_name(const char *bus, const char *region);
 /** pmem_lvm_pvs() - all physical volumes (name, vg). */
 int pmem_lvm_pvs(struct lvm_report_row **ret, size_t *ret_n);
-/** pmem_lvm_vg_exists() - 1 when the volume group exists, 0 when not. */
-int pmem_lvm_vg_exists(const char *vg);
-/** pmem_lvm_vg_add() - vgcreate, or vgextend when it exists, with devs. */
-int pmem_lvm_vg_add(const char *vg, const char *const *devs, size_t n, char **ret_err);
+/** pmem_lvm_vg_in() - whether a volume group exists: some physical volume of pvs is in it. */
+bool pmem_lvm_vg_in(const struct lvm_report_row *pvs, size_t n, const char *vg);
+/** pmem_lvm_vg_add() - vgcreate (vgextend when it exists) vg with devs (at most 16). */
+int pmem_lvm_vg_add(const char *vg, bool exists, const char *const *devs, size_t n, char **ret_err);
 
 struct pmem_convert_result {
 	unsigned converted;   /* raw namespaces made fsdax in this run */

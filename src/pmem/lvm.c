@@ -98,14 +98,14 @@ static int lvm_report(const char *const *args, const char *kind, struct lvm_repo
 	return lvm_report_parse(out, strlen(out), kind, ret, ret_n);
 }
 
-static char *vg_name_for(const struct ndctl_region_info *ri)
-{
-	return xasprintf("%s%sfsdax", ri->bus, ri->region);
-}
-
 char *pmem_lvm_vg_name(const char *bus, const char *region)
 {
 	return xasprintf("%s%sfsdax", bus, region);
+}
+
+static char *vg_name_for(const struct ndctl_region_info *ri)
+{
+	return pmem_lvm_vg_name(ri->bus, ri->region);
 }
 
 int pmem_lvm_pvs(struct lvm_report_row **ret, size_t *ret_n)
@@ -115,30 +115,11 @@ int pmem_lvm_pvs(struct lvm_report_row **ret, size_t *ret_n)
 	return lvm_report(argv, "pv", ret, ret_n);
 }
 
-int pmem_lvm_vg_exists(const char *vg)
-{
-	struct lvm_report_row *vgs = NULL;
-	size_t n = 0;
-	const char *argv[] = { "vgs", "--reportformat", "json", "-o", "vg_name", NULL };
-	int r = lvm_report(argv, "vg", &vgs, &n), found = 0;
-
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < n; i++)
-		if (streq_ptr(vgs[i].name, vg))
-			found = 1;
-	lvm_report_rows_free(vgs, n);
-	return found;
-}
-
-int pmem_lvm_vg_add(const char *vg, const char *const *devs, size_t n, char **ret_err)
+int pmem_lvm_vg_add(const char *vg, bool exists, const char *const *devs, size_t n, char **ret_err)
 {
 	const char *argv[24];
 	size_t k = 0;
-	int exists = pmem_lvm_vg_exists(vg);
 
-	if (exists < 0)
-		return exists;
 	if (n == 0 || n > 16)
 		return -EINVAL;
 	argv[k++] = exists ? "vgextend" : "vgcreate";
@@ -191,9 +172,9 @@ static int setup_vg(const struct ndctl_region_info *ri, const struct lvm_report_
 		    bool vg_exists)
 {
 	_cleanup_free_ char *vg = vg_name_for(ri);
-	const char *argv[16];
+	const char *devs[8];
 	char paths[8][48];
-	size_t n = 0, np = 0;
+	size_t np = 0;
 	_cleanup_free_ char *err = NULL;
 	int r;
 
@@ -219,21 +200,17 @@ static int setup_vg(const struct ndctl_region_info *ri, const struct lvm_report_
 	}
 	if (np == 0)
 		return 0;
-	argv[n++] = vg_exists ? "vgextend" : "vgcreate";
-	argv[n++] = "--force";
-	argv[n++] = "--yes";
-	argv[n++] = vg;
 	for (size_t i = 0; i < np; i++)
-		argv[n++] = paths[i];
-	argv[n] = NULL;
-	r = lvm_run(argv, NULL, &err);
+		devs[i] = paths[i];
+	r = pmem_lvm_vg_add(vg, vg_exists, devs, np, &err);
 	if (r < 0)
-		return log_error_errno(r, "%s %s failed: %s", argv[0], vg, err ? err : "");
+		return log_error_errno(r, "%s %s failed: %s", vg_exists ? "vgextend" : "vgcreate", vg,
+				       err ? err : "");
 	log_info("%s volume group %s with %zu namespace(s)", vg_exists ? "Extended" : "Created", vg, np);
 	return 0;
 }
 
-static bool pv_in_vg(const struct lvm_report_row *pvs, size_t n, const char *vg)
+bool pmem_lvm_vg_in(const struct lvm_report_row *pvs, size_t n, const char *vg)
 {
 	for (size_t i = 0; i < n; i++)
 		if (pvs[i].vg && strcmp(pvs[i].vg, vg) == 0)
@@ -673,7 +650,7 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 		}
 		if (!regions[i].enabled)
 			continue;
-		r = setup_vg(&regions[i], pvs, n_pvs, pv_in_vg(pvs, n_pvs, vg));
+		r = setup_vg(&regions[i], pvs, n_pvs, pmem_lvm_vg_in(pvs, n_pvs, vg));
 		if (r < 0)
 			goto out;
 	}
