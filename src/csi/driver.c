@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -334,6 +335,22 @@ int csi_check_ready(struct csi_call *c, struct csi_driver *d)
 	if (!csi_driver_ready(d))
 		return csi_fail(c, CSI_CODE_UNAVAILABLE, "the driver is still setting up PMEM, try again later");
 	return 0;
+}
+
+int csi_volume_call(struct csi_call *c, struct csi_driver *d, const char *id,
+		    int (*fn)(struct csi_call *c, struct csi_driver *d, const char *id, void *ud), void *ud)
+{
+	int r;
+
+	snprintf(c->volume, sizeof(c->volume), "%s", id);
+	if (csi_check_ready(c, d) < 0)
+		return -1;
+	r = csi_driver_lock(d, id);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot lock volume %s", id);
+	r = fn(c, d, id, ud);
+	csi_driver_unlock(d, id);
+	return r;
 }
 
 int csi_unimplemented(struct csi_call *c, void *ud _unused_, const ProtobufCMessage *req _unused_,

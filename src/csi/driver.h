@@ -134,3 +134,12 @@ int csi_oom(struct csi_call *c);
 struct Csi__V1__Topology *csi_topology(struct csi_call *c, struct csi_driver *d);
 /** csi_not_ready() - fails with UNAVAILABLE unless the driver is ready. */
 int csi_check_ready(struct csi_call *c, struct csi_driver *d);
+
+/**
+ * csi_volume_call() - the frame shared by every handler that acts on one
+ * volume, after it has validated its request: records the volume ID for the
+ * call's log line, answers UNAVAILABLE until the driver is ready, and runs fn
+ * with the volume's lock held (released on every path). Returns fn's result.
+ */
+int csi_volume_call(struct csi_call *c, struct csi_driver *d, const char *id,
+		    int (*fn)(struct csi_call *c, struct csi_driver *d, const char *id, void *ud), void *ud);
