@@ -128,7 +128,8 @@ done
 
 echo "== deployment manifests"
 if command -v kubectl >/dev/null; then
-    bash test/deploy/check-manifests.sh >"$LOG/manifests.log" 2>&1; rc=$?
+    # The dry-runs against a server are in the API server group below.
+    CHECK_MANIFESTS_DRY_RUN=elsewhere bash test/deploy/check-manifests.sh >"$LOG/manifests.log" 2>&1; rc=$?
     grep -aE '^(FAIL|SKIP) - ' "$LOG/manifests.log" | sed 's/^/    /'
     absorb "deployment manifests" "$LOG/manifests.log" $rc
 else
