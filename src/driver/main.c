@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "basic/log.h"
@@ -160,6 +161,40 @@ static bool metrics_ready(void *userdata)
 	return csi_driver_ready(userdata);
 }
 
+/* Liveness: the CSI socket still takes connections (see csi_server_check()). */
+static bool grpc_live(void *userdata, char *reason, size_t reason_len)
+{
+	return csi_server_check(userdata, reason, reason_len) >= 0;
+}
+
+/*
+ * Every gRPC and HTTP client holds a file descriptor, and the usual soft limit
+ * of 1024 goes with a thousand idle clients: take what the hard limit allows,
+ * as systemd does for its services. Nothing in the driver uses select(), the
+ * one API that breaks with descriptors above 1023.
+ */
+static void raise_open_file_limit(void)
+{
+	struct rlimit rl;
+	rlim_t old;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warning_errno(errno, "Cannot read the open-file limit: %m");
+		return;
+	}
+	if (rl.rlim_cur >= rl.rlim_max)
+		return;
+	old = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warning_errno(errno, "Cannot raise the open-file limit from %llu to %llu: %m",
+				  (unsigned long long)old, (unsigned long long)rl.rlim_max);
+		return;
+	}
+	log_v(2, "Raised the open-file limit from %llu to %llu", (unsigned long long)old,
+	      (unsigned long long)rl.rlim_max);
+}
+
 static void metrics_observer(const char *method, enum csi_code code, double seconds, void *userdata)
 {
 	metrics_observe_call(userdata, method, csi_code_name(code), seconds);
@@ -211,6 +246,8 @@ static int run_node(const struct options *o)
 	r = csi_server_start(&scfg, &server);
 	if (r < 0)
 		goto out;
+	if (http)
+		metrics_http_set_liveness(http, grpc_live, server);
 
 	r = pmem_manager_new(o->device_manager, (unsigned)o->pmem_percentage, &pm);
 	if (r < 0) {
@@ -316,6 +353,7 @@ int main(int argc, char **argv)
 
 	log_info("pmem-csi-driver %s starting: mode %s, driver %s, node %s", PMEM_CSI_VERSION, o.mode,
 		 o.drivername, o.nodeid);
+	raise_open_file_limit();
 	if (streq_ptr(o.mode, "node"))
 		r = run_node(&o);
 	else if (streq_ptr(o.mode, "webhooks") || streq_ptr(o.mode, "force-convert-raw-namespaces")) {

@@ -86,7 +86,8 @@ static int connect_api(const struct mode_options *o, struct k8s_client **ret)
 	int r = k8s_client_new(o->kubeconfig, ret, &err);
 
 	if (r < 0)
-		return log_error_errno(r, "Cannot set up the Kubernetes API client: %s", err ? err : "%m");
+		return err ? log_error_errno(r, "Cannot set up the Kubernetes API client: %s", err)
+			   : log_error_errno(r, "Cannot set up the Kubernetes API client: %m");
 	log_info("Kubernetes API server: %s", k8s_client_server(*ret));
 	return 0;
 }
@@ -156,7 +157,8 @@ static int relabel(struct k8s_client *c, const struct mode_options *o, const str
 		return -ENOMEM;
 	r = k8s_merge_patch(c, path, patch, NULL, &err);
 	if (r < 0)
-		return log_error_errno(r, "Cannot relabel node %s: %s", o->nodeid, err ? err : "%m");
+		return err ? log_error_errno(r, "Cannot relabel node %s: %s", o->nodeid, err)
+			   : log_error_errno(r, "Cannot relabel node %s: %m", o->nodeid);
 	log_info("Node %s relabelled: %s", o->nodeid, patch);
 	return 0;
 }
@@ -185,7 +187,10 @@ int run_force_convert(const struct mode_options *o)
 	path = xasprintf("/api/v1/nodes/%s", enode);
 	r = path ? k8s_get(c, path, &node, &err) : -ENOMEM;
 	if (r < 0) {
-		log_error_errno(r, "Cannot read node %s (-nodeid): %s", o->nodeid, err ? err : "%m");
+		if (err)
+			log_error_errno(r, "Cannot read node %s (-nodeid): %s", o->nodeid, err);
+		else
+			log_error_errno(r, "Cannot read node %s (-nodeid): %m", o->nodeid);
 		goto out;
 	}
 	/* The DaemonSet only runs on labelled nodes; this guards against running it by hand elsewhere. */
@@ -200,7 +205,10 @@ int run_force_convert(const struct mode_options *o)
 	err = NULL;
 	r = pmem_convert_raw_namespaces(&res, &err);
 	if (r < 0) {
-		log_error_errno(r, "Converting raw namespaces failed: %s", err ? err : "%m");
+		if (err)
+			log_error_errno(r, "Converting raw namespaces failed: %s", err);
+		else
+			log_error_errno(r, "Converting raw namespaces failed: %m");
 		goto out;
 	}
 	log_info("Raw namespace conversion: %u converted to fsdax, %u added to volume groups; %u volume group(s), "
