@@ -47,6 +47,7 @@
 #include "basic/macro.h"
 #include "basic/strutil.h"
 #include "server.h"
+#include "validate.h"
 
 #define REQUEST_SLOTS 32
 #define CQ_THREADS 2
@@ -344,6 +345,8 @@ static void on_received(struct call *c, bool ok)
 {
 	grpc_byte_buffer_reader reader;
 	grpc_slice slice;
+	char err[CSI_VALIDATE_ERROR_MAX];
+	int r;
 
 	if (!ok || !c->recv_buf) {
 		/* Cancelled, or a message larger than the limit (gRPC has already
@@ -363,6 +366,16 @@ static void on_received(struct call *c, bool ok)
 	}
 	slice = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
+	/* Before unpacking, which cuts strings at a NUL: see validate.h. */
+	r = csi_validate_request(c->method->input, GRPC_SLICE_START_PTR(slice), GRPC_SLICE_LENGTH(slice),
+				 err, sizeof(err));
+	if (r < 0) {
+		grpc_slice_unref(slice);
+		csi_fail(&c->c, r == -ENOMEM ? CSI_CODE_RESOURCE_EXHAUSTED : CSI_CODE_INVALID_ARGUMENT, "%s", err);
+		call_finish_log(c);
+		call_send(c, NULL);
+		return;
+	}
 	c->request = protobuf_c_message_unpack(c->method->input, NULL, GRPC_SLICE_LENGTH(slice),
 					       GRPC_SLICE_START_PTR(slice));
 	grpc_slice_unref(slice);
