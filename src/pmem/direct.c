@@ -262,10 +262,24 @@ static int direct_create(void *priv, const char *name, uint64_t size, enum volum
 			break;
 		}
 		if (r != -ENOSPC)
-			return log_error_errno(r, "Creating namespace %s in %s failed: %m", name, m->regions[best].name);
+			break;
 	}
-	if (r < 0)
+	if (r < 0) {
+		int k;
+
+		if (r != -ENOSPC)
+			log_error_errno(r, "Creating namespace %s failed: %m", name);
+		/* A failed create leaves nothing: libndctl's undo can fail half-way
+		 * (a personality still claiming the namespace), so look again. The
+		 * name is ours: the caller holds its record and creation marker. */
+		k = pmem_ndctl_name_exists(name);
+		if (k > 0) {
+			log_warning("Namespace %s is left over from the failed create: destroying it", name);
+			(void)pmem_ndctl_destroy_named(name);
+			refresh_regions(m);
+		}
 		return r;
+	}
 	path = xasprintf("/dev/%s", ns.blockdev);
 	r = path ? blockdev_wait(path, 5000) : -ENOMEM;
 	if (r >= 0)

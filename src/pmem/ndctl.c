@@ -314,6 +314,27 @@ int pmem_ndctl_cleanup_named(const char *name)
 	return r;
 }
 
+int pmem_ndctl_destroy_named(const char *name)
+{
+	struct ndctl_region_info *ri = NULL;
+	size_t n = 0;
+	int r, done = 0;
+
+	/* Enabled ones through the normal destroy, then whatever is left half
+	 * set up (disabled, or claimed by a personality that never came up). */
+	r = pmem_ndctl_regions(&ri, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < ri[i].n_namespaces; j++)
+			if (strcmp(ri[i].namespaces[j].name, name) == 0 && ri[i].namespaces[j].active &&
+			    pmem_ndctl_destroy_namespace(ri[i].bus, ri[i].region, ri[i].namespaces[j].dev) >= 0)
+				done++;
+	pmem_ndctl_regions_free(ri, n);
+	r = pmem_ndctl_cleanup_named(name);
+	return r < 0 ? r : done + r;
+}
+
 int pmem_ndctl_name_exists(const char *name)
 {
 	struct ndctl_ctx *ctx = NULL;

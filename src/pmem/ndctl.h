@@ -71,6 +71,12 @@ int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name));
  */
 int pmem_ndctl_cleanup_named(const char *name);
 
+/**
+ * pmem_ndctl_destroy_named() - destroy every namespace named name, enabled or
+ * left half set up. Only for names the caller knows to be its own.
+ */
+int pmem_ndctl_destroy_named(const char *name);
+
 /** pmem_ndctl_name_exists() - 1 if a namespace named name exists (enabled or not), 0 if not, -errno. */
 int pmem_ndctl_name_exists(const char *name);
 
