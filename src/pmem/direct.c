@@ -163,6 +163,12 @@ static int fill_device(const struct direct_vol *v, struct pmem_device *ret)
 	return 0;
 }
 
+/* For the ndctl clean-ups: no namespace is ours by its name alone (ownership.c). */
+static bool never_ours(const char *name _unused_)
+{
+	return false;
+}
+
 static int try_create(struct direct *m, size_t ri, const char *name, uint64_t size, enum volume_usage usage,
 		      struct ndctl_namespace_info *ns)
 {
@@ -179,7 +185,7 @@ static int try_create(struct direct *m, size_t ri, const char *name, uint64_t si
 			 * creation cut off by a crash, or the kernel catching up.
 			 * We hold the region lock, so no creation of ours is under way. */
 			log_info("Seed namespace of %s is busy, releasing stale claims and retrying", reg->name);
-			(void)pmem_ndctl_cleanup_region(reg->bus, reg->name, volume_id_is_valid, true);
+			(void)pmem_ndctl_cleanup_region(reg->bus, reg->name, never_ours, true);
 			usleep(200 * 1000);
 			attempt--;
 			raw -= step;
@@ -432,11 +438,6 @@ static const struct pmem_manager_ops direct_ops = {
 	.capacity = direct_capacity,
 	.free = direct_free,
 };
-
-static bool never_ours(const char *name _unused_)
-{
-	return false;
-}
 
 int pmem_direct_new(const struct pmem_manager_ops **ret_ops, void **ret_priv)
 {
