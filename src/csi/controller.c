@@ -2,10 +2,8 @@
 /*
  * Controller service, node-local (distributed provisioning): each node's
  * external-provisioner calls CreateVolume/DeleteVolume on its own node's
- * driver. Idempotency and crash safety come from the order of steps:
- * CreateVolume writes the state file before it creates the device, and
- * DeleteVolume removes the device before the state file; at start-up, a state
- * file without a device is dropped (see csi_driver_attach()).
+ * driver. What these calls may touch, and the order of steps that keeps it
+ * true across crashes, is decided in ownership.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +17,7 @@
 #include "caps.h"
 #include "csi.pb-c.h"
 #include "driver.h"
+#include "ownership.h"
 #include "fs/fs.h"
 #include "pmem/blockdev.h"
 
@@ -156,6 +155,20 @@ static int respond_volume(struct csi_call *c, struct csi_driver *d, const struct
 	return 0;
 }
 
+/* A failed create after the device exists: device, record, marker, in that order. */
+static void undo_create(struct pmem_manager *pm, const char *state_dir, const char *id)
+{
+	int r = pmem_delete(pm, id, false);
+
+	if (r < 0 && r != -ENOENT) {
+		/* The marker stays: the next start removes the device. */
+		log_warning_errno(r, "Cannot remove the device of the failed volume %s: %m", id);
+		return;
+	}
+	(void)state_remove(state_dir, id);
+	(void)state_intent_clear(state_dir, id, "creating");
+}
+
 int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
 			     uint64_t required, uint64_t limit, uint64_t alloc, const struct volume_params *params,
 			     struct volume_record *ret)
@@ -189,12 +202,20 @@ int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const cha
 		return r;
 	}
 
+	/* Only a free ID: a device or record of this ID that is not a registered
+	 * volume is not ours to adopt or overwrite (ownership.c). */
+	if (ownership_check_free(c, d, id) < 0)
+		return -1;
+	r = ownership_check_state_dir(d);
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot recreate the state directory %s", state_dir);
+
 	memcpy(rec.id, id, strlen(id) + 1);
 	rec.size = a->alloc;
 	rec.params = *params;
 	rec.params.name = (char *)name;
 	rec.params.device_mode = (char *)pmem_manager_mode(pm);
-	/* State first: if we die after the device exists, the state says whose it is. */
+	/* Record first: if we die after the device exists, the record says whose it is. */
 	r = state_write(state_dir, &rec);
 	if (r < 0)
 		return csi_fail_errno(c, r, "cannot write the state of volume %s", id);
@@ -207,18 +228,15 @@ int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const cha
 		(void)state_remove(state_dir, id);
 		return csi_fail_errno(c, r, "cannot write the state of volume %s", id);
 	}
+	/* On failure the device manager has removed whatever it made. */
 	r = pmem_create(pm, id, a->alloc, params->usage, &dev);
-	if (r == -EEXIST) {
-		/* A device without a registered volume: left by an interrupted
-		 * create whose state was lost. Adopt it if it fits. */
-		r = pmem_get(pm, id, &dev);
-		if (r >= 0 && (dev.size < a->required || (a->limit && dev.size > a->limit)))
-			r = -EEXIST;
-	}
 	if (r < 0) {
 		struct pmem_capacity cap;
 		(void)state_remove(state_dir, id);
 		(void)state_intent_clear(state_dir, id, "creating");
+		if (r == -EEXIST)
+			/* Made by someone else since the check above. */
+			return ownership_foreign(c, d, id);
 		if (r == -ENOSPC) {
 			pmem_capacity(pm, &cap);
 			return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,
@@ -232,9 +250,7 @@ int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const cha
 	 * CO gets a size within its range, and the state keeps what it got. */
 	if (dev.size < a->required) {
 		pmem_device_done(&dev);
-		(void)pmem_delete(pm, id, false);
-		(void)state_remove(state_dir, id);
-		(void)state_intent_clear(state_dir, id, "creating");
+		undo_create(pm, state_dir, id);
 		return csi_fail(c, CSI_CODE_INTERNAL, "the device for volume %s has %" PRIu64 " bytes, less than %" PRIu64,
 				id, dev.size, a->required);
 	}
@@ -243,18 +259,45 @@ int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const cha
 		r = state_write(state_dir, &rec);
 		if (r < 0) {
 			pmem_device_done(&dev);
+			undo_create(pm, state_dir, id);
 			return csi_fail_errno(c, r, "cannot update the state of volume %s", id);
 		}
 	}
 	pmem_device_done(&dev);
 	r = state_intent_clear(state_dir, id, "creating");
-	if (r < 0)
+	if (r < 0) {
+		undo_create(pm, state_dir, id);
 		return csi_fail_errno(c, r, "cannot update the state of volume %s", id);
+	}
 	r = csi_volume_add(d, &rec);
-	if (r < 0)
+	if (r < 0) {
+		undo_create(pm, state_dir, id);
 		return csi_fail_errno(c, r, "cannot register volume %s", id);
+	}
 	log_v(2, "Created volume %s (name \"%s\", %" PRIu64 " bytes)", id, name, rec.size);
 	return volume_record_copy(&rec, ret) < 0 ? csi_oom(c) : 0;
+}
+
+struct create_call {
+	const Csi__V1__CreateVolumeRequest *req;
+	const struct create_args *a;
+	const struct volume_params *params;
+	ProtobufCMessage **ret;
+};
+
+static int create_fn(struct csi_call *c, struct csi_driver *d, const char *id, void *ud)
+{
+	struct create_call *cc = ud;
+	struct volume_record rec = {};
+	int r;
+
+	r = csi_volume_create_locked(c, d, cc->req->name, id, cc->a->required, cc->a->limit, cc->a->alloc,
+				     cc->params, &rec);
+	if (r < 0)
+		return r;
+	r = respond_volume(c, d, &rec, cc->ret);
+	volume_record_done(&rec);
+	return r;
 }
 
 int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
@@ -306,27 +349,16 @@ int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMe
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
 				"name \"%s\" cannot be used: its first 6 characters must be letters, digits, '+', '_', '.' or '-' and it must not start with '-'",
 				req->name);
-	snprintf(c->volume, sizeof(c->volume), "%s", id);
-	if (csi_check_ready(c, d) < 0)
-		return -1;
-	if (!topology_allows(d, req->accessibility_requirements))
+	if (!topology_allows(d, req->accessibility_requirements)) {
+		snprintf(c->volume, sizeof(c->volume), "%s", id);
 		return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,
 				"accessibility_requirements do not include this node (%s=%s)",
 				csi_driver_topology_key(d), csi_driver_cfg(d)->node_id);
-
-	r = csi_driver_lock(d, id);
-	if (r < 0)
-		return csi_fail_errno(c, r, "cannot lock volume %s", id);
-	{
-		struct volume_record rec = {};
-		r = csi_volume_create_locked(c, d, req->name, id, a.required, a.limit, a.alloc, &params, &rec);
-		if (r >= 0) {
-			r = respond_volume(c, d, &rec, ret);
-			volume_record_done(&rec);
-		}
 	}
-	csi_driver_unlock(d, id);
-	return r;
+	{
+		struct create_call cc = { req, &a, &params, ret };
+		return csi_volume_call(c, d, id, create_fn, &cc);
+	}
 }
 
 int csi_volume_delete_locked(struct csi_call *c, struct csi_driver *d, const char *id)
@@ -334,17 +366,25 @@ int csi_volume_delete_locked(struct csi_call *c, struct csi_driver *d, const cha
 	struct pmem_manager *pm = csi_driver_pm(d);
 	struct volume_record rec = {};
 	struct pmem_device dev = {};
-	bool erase = true, known;
+	bool erase;
 	int r, mounts;
 
-	known = csi_volume_lookup(d, id, &rec) >= 0;
-	if (known)
-		erase = rec.params.erase_after;
-	r = pmem_get(pm, id, &dev);
-	if (r == -ENOENT) {
-		r = 0;
-		goto remove_state;
+	/* Only a registered volume is ours: anything else of that name (a device
+	 * made by hand, one whose record is unreadable) is left alone, and the
+	 * volume is already deleted as far as the CO is concerned. */
+	if (csi_volume_lookup(d, id, &rec) < 0) {
+		log_v(2, "DeleteVolume of %s: not a volume of this driver, nothing to do", id);
+		return 0;
 	}
+	erase = rec.params.erase_after;
+	r = ownership_check_state_dir(d);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot recreate the state directory %s", csi_driver_cfg(d)->state_dir);
+		goto out;
+	}
+	r = pmem_get(pm, id, &dev);
+	if (r == -ENOENT)
+		goto forget;
 	if (r < 0) {
 		r = csi_fail_errno(c, r, "cannot look up volume %s", id);
 		goto out;
@@ -365,20 +405,23 @@ int csi_volume_delete_locked(struct csi_call *c, struct csi_driver *d, const cha
 		r = csi_fail_errno(c, r, "cannot delete volume %s", id);
 		goto out;
 	}
-	r = 0;
-remove_state:
-	r = state_remove(csi_driver_cfg(d)->state_dir, id);
+forget:
+	r = ownership_forget(d, id);
 	if (r < 0) {
-		r = csi_fail_errno(c, r, "cannot remove the state of volume %s", id);
+		/* Never NOT_FOUND: the device is gone, the record could not go. */
+		r = csi_fail(c, CSI_CODE_INTERNAL, "cannot remove the state of volume %s: %s", id, strerror(-r));
 		goto out;
 	}
-	(void)state_intent_clear(csi_driver_cfg(d)->state_dir, id, "mkfs");
-	csi_volume_remove(d, id);
 	log_v(2, "Deleted volume %s (erase=%s)", id, erase ? "true" : "false");
 out:
 	pmem_device_done(&dev);
 	volume_record_done(&rec);
 	return r;
+}
+
+static int delete_fn(struct csi_call *c, struct csi_driver *d, const char *id, void *ud _unused_)
+{
+	return csi_volume_delete_locked(c, d, id);
 }
 
 int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
@@ -391,22 +434,18 @@ int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMe
 
 	if (!req->volume_id || !*req->volume_id)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
-	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
-	if (csi_check_ready(c, d) < 0)
-		return -1;
 	resp = CSI_NEW(c, Csi__V1__DeleteVolumeResponse, csi__v1__delete_volume_response__init);
 	if (!resp)
 		return csi_oom(c);
-	/* Unknown IDs, and IDs that cannot be ours, are already deleted. */
+	/* IDs that cannot be ours are already deleted. */
 	if (!volume_id_is_valid(req->volume_id)) {
+		snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+		if (csi_check_ready(c, d) < 0)
+			return -1;
 		*ret = &resp->base;
 		return 0;
 	}
-	r = csi_driver_lock(d, req->volume_id);
-	if (r < 0)
-		return csi_fail_errno(c, r, "cannot lock volume %s", req->volume_id);
-	r = csi_volume_delete_locked(c, d, req->volume_id);
-	csi_driver_unlock(d, req->volume_id);
+	r = csi_volume_call(c, d, req->volume_id, delete_fn, NULL);
 	if (r < 0)
 		return r;
 	*ret = &resp->base;

@@ -13,12 +13,14 @@
 #include "basic/macro.h"
 #include "basic/strutil.h"
 #include "csi.pb-c.h"
+#include "ownership.h"
 
 struct csi_driver {
 	struct csi_driver_config cfg;
 	char *topology_key;
 	struct keylock *locks;
 	struct pmem_manager *pm;
+	struct ownership *ownership;
 	atomic_bool ready;
 
 	pthread_mutex_t lock; /* protects vols */
@@ -36,7 +38,7 @@ int csi_driver_new(const struct csi_driver_config *cfg, struct csi_driver **ret)
 	d->topology_key = xasprintf("%s/node", cfg->name);
 	d->locks = keylock_new();
 	pthread_mutex_init(&d->lock, NULL);
-	if (!d->topology_key || !d->locks) {
+	if (!d->topology_key || !d->locks || ownership_new(&d->ownership) < 0) {
 		csi_driver_free(d);
 		return -ENOMEM;
 	}
@@ -50,6 +52,7 @@ void csi_driver_free(struct csi_driver *d)
 		return;
 	volume_record_array_free(d->vols, d->n_vols);
 	pmem_manager_free(d->pm);
+	ownership_free(d->ownership);
 	keylock_free(d->locks);
 	free(d->topology_key);
 	pthread_mutex_destroy(&d->lock);
@@ -64,6 +67,11 @@ const struct csi_driver_config *csi_driver_cfg(struct csi_driver *d)
 struct pmem_manager *csi_driver_pm(struct csi_driver *d)
 {
 	return d->pm;
+}
+
+struct ownership *csi_driver_ownership(struct csi_driver *d)
+{
+	return d->ownership;
 }
 
 bool csi_driver_ready(struct csi_driver *d)
@@ -93,6 +101,11 @@ void csi_driver_capacity(struct csi_driver *d, struct pmem_capacity *ret)
 		return;
 	}
 	pmem_capacity(d->pm, ret);
+}
+
+void csi_driver_unowned(struct csi_driver *d, uint64_t *ret_unreadable_state, uint64_t *ret_no_state)
+{
+	ownership_unowned_count(d, ret_unreadable_state, ret_no_state);
 }
 
 int volume_record_copy(const struct volume_record *src, struct volume_record *dst)
@@ -183,18 +196,46 @@ int csi_volume_add(struct csi_driver *d, const struct volume_record *rec)
 	return 0;
 }
 
-void csi_volume_remove(struct csi_driver *d, const char *id)
+/* Lock held. */
+static void remove_at(struct csi_driver *d, const char *id)
 {
-	size_t i;
+	size_t i = lower_bound(d, id);
 
-	pthread_mutex_lock(&d->lock);
-	i = lower_bound(d, id);
 	if (i < d->n_vols && strcmp(d->vols[i].id, id) == 0) {
 		volume_record_done(&d->vols[i]);
 		memmove(&d->vols[i], &d->vols[i + 1], (d->n_vols - i - 1) * sizeof(*d->vols));
 		d->n_vols--;
 	}
+}
+
+void csi_volume_remove(struct csi_driver *d, const char *id)
+{
+	pthread_mutex_lock(&d->lock);
+	remove_at(d, id);
 	pthread_mutex_unlock(&d->lock);
+}
+
+int csi_volume_remove_if(struct csi_driver *d, const char *id, int (*fn)(const char *id, void *ud), void *ud)
+{
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	r = fn(id, ud);
+	if (r >= 0)
+		remove_at(d, id);
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+int csi_volume_foreach(struct csi_driver *d, int (*fn)(const struct volume_record *rec, void *ud), void *ud)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; r >= 0 && i < d->n_vols; i++)
+		r = fn(&d->vols[i], ud);
+	pthread_mutex_unlock(&d->lock);
+	return r;
 }
 
 int csi_volume_page(struct csi_driver *d, const char *after, size_t max, struct volume_record **ret,
@@ -230,78 +271,14 @@ int csi_volume_page(struct csi_driver *d, const char *after, size_t max, struct 
 	return 0;
 }
 
-struct load_ctx {
-	struct csi_driver *d;
-	unsigned loaded, dropped;
-};
-
-static int load_one(struct volume_record *rec, void *ud)
-{
-	struct load_ctx *c = ud;
-	struct pmem_device dev = {};
-	int r;
-
-	if (state_intent_test(c->d->cfg.state_dir, rec->id, "creating") > 0) {
-		/* Cut off inside CreateVolume: the device may exist with its old
-		 * contents. Nobody got this volume yet; remove it, the CO retries. */
-		log_info("Volume %s was being created when the driver stopped: removing it", rec->id);
-		r = pmem_delete(c->d->pm, rec->id, false);
-		if (r < 0 && r != -ENOENT) {
-			log_warning_errno(r, "Cannot remove the half-created device of %s: %m", rec->id);
-			volume_record_done(rec);
-			return 0;
-		}
-		(void)state_remove(c->d->cfg.state_dir, rec->id);
-		(void)state_intent_clear(c->d->cfg.state_dir, rec->id, "creating");
-		c->dropped++;
-		volume_record_done(rec);
-		return 0;
-	}
-	r = pmem_get(c->d->pm, rec->id, &dev);
-	if (r == -ENOENT) {
-		/* The driver stopped between writing the state and creating the
-		 * device, or between removing the device and the state: the
-		 * volume was never completed or is gone. The CO retries. */
-		log_info("Volume %s has a state file but no device: removing the state", rec->id);
-		r = state_remove(c->d->cfg.state_dir, rec->id);
-		if (r < 0)
-			log_warning_errno(r, "Failed to remove the state of %s: %m", rec->id);
-		c->dropped++;
-		volume_record_done(rec);
-		return 0;
-	}
-	if (r < 0) {
-		log_warning_errno(r, "Cannot look up the device of volume %s: %m", rec->id);
-		volume_record_done(rec);
-		return 0;
-	}
-	/* The state has the size the CO was given, which can be below the
-	 * device's (alignment); never more than the device really has. */
-	if (rec->size == 0 || rec->size > dev.size)
-		rec->size = dev.size;
-	pmem_device_done(&dev);
-	r = csi_volume_add(c->d, rec);
-	volume_record_done(rec);
-	if (r < 0)
-		return r;
-	c->loaded++;
-	return 0;
-}
-
 int csi_driver_attach(struct csi_driver *d, struct pmem_manager *pm)
 {
-	struct load_ctx c = { d, 0, 0 };
 	int r;
 
 	d->pm = pm;
-	r = state_init(d->cfg.state_dir);
+	r = ownership_reconcile(d);
 	if (r < 0)
-		return log_error_errno(r, "Cannot create the state directory %s: %m", d->cfg.state_dir);
-	r = state_load_all(d->cfg.state_dir, load_one, &c);
-	if (r < 0)
-		return log_error_errno(r, "Failed to load the state from %s: %m", d->cfg.state_dir);
-	log_info("Loaded %u volume(s) from %s (%u incomplete one(s) dropped)", c.loaded, d->cfg.state_dir,
-		 c.dropped);
+		return r;
 	atomic_store(&d->ready, true);
 	return 0;
 }

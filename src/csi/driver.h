@@ -28,9 +28,10 @@ int csi_driver_new(const struct csi_driver_config *cfg, struct csi_driver **ret)
 void csi_driver_free(struct csi_driver *d);
 
 /**
- * csi_driver_attach() - hand over the device manager once it is set up: load
- * the state, drop records whose device is gone, and become ready (Probe says
- * ready; other calls stop answering UNAVAILABLE). Takes ownership of pm.
+ * csi_driver_attach() - hand over the device manager once it is set up:
+ * reconcile the state with the devices (ownership_reconcile()) and become
+ * ready (Probe says ready; other calls stop answering UNAVAILABLE). Takes
+ * ownership of pm.
  */
 int csi_driver_attach(struct csi_driver *d, struct pmem_manager *pm);
 
@@ -39,6 +40,13 @@ const struct csi_method *csi_driver_methods(size_t *ret_n);
 
 /** csi_driver_capacity() - current capacity (zeros before attach). */
 void csi_driver_capacity(struct csi_driver *d, struct pmem_capacity *ret);
+
+/**
+ * csi_driver_unowned() - devices on the node that are not volumes of this
+ * driver (reported, left alone): with an unreadable state record, and without
+ * any. Zeros before attach. Cheap (in-memory tables).
+ */
+void csi_driver_unowned(struct csi_driver *d, uint64_t *ret_unreadable_state, uint64_t *ret_no_state);
 
 /* Internal to the csi/ handlers ---------------------------------------------- */
 
@@ -63,6 +71,16 @@ int csi_volume_lookup(struct csi_driver *d, const char *id, struct volume_record
 /** csi_volume_add() - register a volume (copies rec). */
 int csi_volume_add(struct csi_driver *d, const struct volume_record *rec);
 void csi_volume_remove(struct csi_driver *d, const char *id);
+/**
+ * csi_volume_remove_if() - under the registry lock, run fn and unregister the
+ * volume if fn succeeds (ownership.c: record removal and unregistering are
+ * one step for a state directory rewrite). Returns fn's result.
+ */
+int csi_volume_remove_if(struct csi_driver *d, const char *id, int (*fn)(const char *id, void *ud), void *ud);
+/** csi_volume_foreach() - fn on every registered record, under the registry lock (fn must not call back). */
+int csi_volume_foreach(struct csi_driver *d, int (*fn)(const struct volume_record *rec, void *ud), void *ud);
+/** csi_driver_ownership() - the ownership bookkeeping (ownership.c). */
+struct ownership *csi_driver_ownership(struct csi_driver *d);
 /**
  * csi_volume_page() - up to max (0 = all) records with IDs greater than after
  * (NULL = from the start), in ID order. *ret_more tells whether more follow.

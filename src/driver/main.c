@@ -156,6 +156,11 @@ static void metrics_capacity(void *userdata, uint64_t *available, uint64_t *mana
 	*total = cap.total;
 }
 
+static void metrics_unowned(void *userdata, uint64_t *unreadable_state, uint64_t *no_state)
+{
+	csi_driver_unowned(userdata, unreadable_state, no_state);
+}
+
 static bool metrics_ready(void *userdata)
 {
 	return csi_driver_ready(userdata);
@@ -258,6 +263,7 @@ static int run_node(const struct options *o)
 	if (r < 0)
 		goto out;
 	metrics_set_capacity_source(metrics, metrics_capacity, driver);
+	metrics_set_unowned_source(metrics, metrics_unowned, driver);
 	csi_driver_capacity(driver, &cap);
 	log_ready(csi_driver_pm(driver), &cap);
 

@@ -38,6 +38,11 @@ struct metrics {
 	metrics_capacity_fn capacity_fn;
 	void *capacity_userdata;
 
+	struct metrics_family *unowned[2]; /* NULL-terminated */
+	struct metrics_collector *unowned_collector;
+	metrics_unowned_fn unowned_fn;
+	void *unowned_userdata;
+
 	int observe_warned; /* atomic: log a dropped observation once */
 };
 
@@ -126,6 +131,13 @@ static int add_families(struct metrics *m, const char *version)
 		if (r < 0)
 			return r;
 	}
+	r = metrics_registry_add(m->registry, METRICS_TYPE_GAUGE, "pmem_csi_unowned_devices",
+				 "PMEM devices that are not volumes of this driver and are left alone: reason "
+				 "\"unreadable_state\" (a state record that cannot be read) or \"no_state\" "
+				 "(made by hand, or its record was lost).",
+				 (const char *const[]){ "driver_name", "node", "reason", NULL }, NULL, 0, &m->unowned[0]);
+	if (r < 0)
+		return r;
 	return metrics_process_register(m->registry);
 }
 
@@ -203,6 +215,35 @@ void metrics_set_capacity_source(struct metrics *m, metrics_capacity_fn fn, void
 					  &m->capacity_collector);
 		if (r < 0)
 			log_error_errno(r, "Failed to register the PMEM capacity metrics: %m");
+	}
+	pthread_mutex_unlock(&m->set_lock);
+}
+
+static void unowned_collect(void *userdata, struct metrics_scrape *s)
+{
+	struct metrics *m = userdata;
+	uint64_t unreadable = 0, no_state = 0;
+
+	m->unowned_fn(m->unowned_userdata, &unreadable, &no_state);
+	metrics_scrape_add(s, m->unowned[0], (const char *const[]){ m->driver_name, m->node, "unreadable_state", NULL },
+			   (double)unreadable);
+	metrics_scrape_add(s, m->unowned[0], (const char *const[]){ m->driver_name, m->node, "no_state", NULL },
+			   (double)no_state);
+}
+
+void metrics_set_unowned_source(struct metrics *m, metrics_unowned_fn fn, void *userdata)
+{
+	int r;
+
+	pthread_mutex_lock(&m->set_lock);
+	metrics_collector_remove(m->registry, m->unowned_collector);
+	m->unowned_collector = NULL;
+	m->unowned_fn = fn;
+	m->unowned_userdata = userdata;
+	if (fn) {
+		r = metrics_collector_add(m->registry, m->unowned, unowned_collect, m, NULL, &m->unowned_collector);
+		if (r < 0)
+			log_error_errno(r, "Failed to register the unowned device metric: %m");
 	}
 	pthread_mutex_unlock(&m->set_lock);
 }

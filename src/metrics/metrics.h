@@ -17,6 +17,7 @@
  *                                                        gauges in bytes, read at scrape time
  *   csi_plugin_operations_seconds{driver_name,grpc_status_code,method_name}
  *                                                        histogram of gRPC call durations
+ *   pmem_csi_unowned_devices{driver_name,node,reason}    gauge: devices left alone as not ours
  *   process_*                                            as the Go client's process collector
  *
  * See docs/metrics.md.
@@ -77,6 +78,19 @@ struct metrics_registry *metrics_registry(struct metrics *m);
  * the callback, nor while holding a lock the callback takes.
  */
 void metrics_set_capacity_source(struct metrics *m, metrics_capacity_fn fn, void *userdata);
+
+/**
+ * metrics_unowned_fn - count the devices that are not the driver's own
+ * (see csi/ownership.c), by reason. Called at scrape time like
+ * metrics_capacity_fn.
+ */
+typedef void (*metrics_unowned_fn)(void *userdata, uint64_t *unreadable_state, uint64_t *no_state);
+
+/**
+ * metrics_set_unowned_source() - where pmem_csi_unowned_devices comes from;
+ * the same rules as metrics_set_capacity_source().
+ */
+void metrics_set_unowned_source(struct metrics *m, metrics_unowned_fn fn, void *userdata);
 
 /**
  * metrics_csi_method_path() - the full gRPC method path of a CSI v1 method.

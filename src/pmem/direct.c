@@ -60,20 +60,7 @@ struct direct {
 
 static uint64_t region_step(const struct ndctl_region_info *ri)
 {
-	/* Upstream fell back to 96 MiB when the region reports no alignment (some
-	 * hypervisors); 16 MiB is what the kernel uses for such regions. */
-	uint64_t align = ri->align > 1 ? ri->align : 16 * MiB;
-	uint64_t ways = MAX(ri->interleave_ways, 1u);
-	uint64_t a = DIRECT_PFN_ALIGN * ways, b = align;
-
-	/* lcm(a, b); both are powers of two times small factors */
-	uint64_t x = a, y = b;
-	while (y) {
-		uint64_t t = x % y;
-		x = y;
-		y = t;
-	}
-	return a / x * b;
+	return pmem_namespace_step(ri->align, ri->interleave_ways, DIRECT_PFN_ALIGN);
 }
 
 /* The raw namespace size that leaves at least `want` bytes usable. */
@@ -176,6 +163,12 @@ static int fill_device(const struct direct_vol *v, struct pmem_device *ret)
 	return 0;
 }
 
+/* For the ndctl clean-ups: no namespace is ours by its name alone (ownership.c). */
+static bool never_ours(const char *name _unused_)
+{
+	return false;
+}
+
 static int try_create(struct direct *m, size_t ri, const char *name, uint64_t size, enum volume_usage usage,
 		      struct ndctl_namespace_info *ns)
 {
@@ -192,7 +185,7 @@ static int try_create(struct direct *m, size_t ri, const char *name, uint64_t si
 			 * creation cut off by a crash, or the kernel catching up.
 			 * We hold the region lock, so no creation of ours is under way. */
 			log_info("Seed namespace of %s is busy, releasing stale claims and retrying", reg->name);
-			(void)pmem_ndctl_cleanup_region(reg->bus, reg->name, volume_id_is_valid, true);
+			(void)pmem_ndctl_cleanup_region(reg->bus, reg->name, never_ours, true);
 			usleep(200 * 1000);
 			attempt--;
 			raw -= step;
@@ -212,6 +205,8 @@ static int try_create(struct direct *m, size_t ri, const char *name, uint64_t si
 	return -ENOSPC;
 }
 
+static int direct_delete(void *priv, const char *name, bool erase);
+
 static int direct_create(void *priv, const char *name, uint64_t size, enum volume_usage usage,
 			 struct pmem_device *ret)
 {
@@ -229,6 +224,12 @@ static int direct_create(void *priv, const char *name, uint64_t size, enum volum
 		return -EEXIST;
 	}
 	pthread_mutex_unlock(&m->lock);
+	/* The table is what was there at start plus our own work; a namespace
+	 * of that name made by hand since then must not get a twin. */
+	r = pmem_ndctl_name_exists(name);
+	if (r != 0)
+		return r > 0 ? -EEXIST : r;
+	r = -ENOSPC;
 
 	/* Largest free extent first; a region that turns out too small (another
 	 * create took the space meanwhile) is skipped and the next one tried. */
@@ -256,21 +257,46 @@ static int direct_create(void *priv, const char *name, uint64_t size, enum volum
 			pthread_mutex_lock(&m->lock);
 			r = add_vol(m, &ns, best);
 			pthread_mutex_unlock(&m->lock);
+			if (r < 0) {
+				/* Not in the table: destroy it here, or it leaks. */
+				pthread_mutex_lock(&m->regions[best].lock);
+				(void)pmem_ndctl_destroy_namespace(m->regions[best].bus, m->regions[best].name, ns.dev);
+				pthread_mutex_unlock(&m->regions[best].lock);
+				refresh_regions(m);
+				return r;
+			}
 			break;
 		}
 		if (r != -ENOSPC)
-			return log_error_errno(r, "Creating namespace %s in %s failed: %m", name, m->regions[best].name);
+			break;
 	}
-	if (r < 0)
+	if (r < 0) {
+		int k;
+
+		if (r != -ENOSPC)
+			log_error_errno(r, "Creating namespace %s failed: %m", name);
+		/* A failed create leaves nothing: libndctl's undo can fail half-way
+		 * (a personality still claiming the namespace), so look again. The
+		 * name is ours: the caller holds its record and creation marker. */
+		k = pmem_ndctl_name_exists(name);
+		if (k > 0) {
+			log_warning("Namespace %s is left over from the failed create: destroying it", name);
+			(void)pmem_ndctl_destroy_named(name);
+			refresh_regions(m);
+		}
 		return r;
+	}
 	path = xasprintf("/dev/%s", ns.blockdev);
-	if (!path)
-		return -ENOMEM;
-	r = blockdev_wait(path, 5000);
+	r = path ? blockdev_wait(path, 5000) : -ENOMEM;
 	if (r >= 0)
 		r = blockdev_erase(path, false);
-	if (r < 0)
-		return log_error_errno(r, "Failed to clear the start of %s: %m", path);
+	if (r < 0) {
+		/* A create that fails leaves nothing behind: the caller has no
+		 * device to delete and no record that would make it ours. */
+		log_error_errno(r, "Failed to clear the start of namespace %s: %m", ns.dev);
+		(void)direct_delete(m, name, false);
+		return r;
+	}
 	log_debug("Created namespace %s (%s, %" PRIu64 " usable bytes) for %s", ns.dev, ns.blockdev, ns.usable, name);
 	ret->name = strdup(name);
 	ret->path = TAKE_PTR(path);
@@ -311,8 +337,14 @@ static int direct_delete(void *priv, const char *name, bool erase)
 		region = v->region;
 	}
 	pthread_mutex_unlock(&m->lock);
-	if (!v)
-		return -ENOENT;
+	if (!v) {
+		/* Not enabled, so not in the table: a creation cut off by a crash.
+		 * The caller only deletes what is its own. */
+		r = pmem_ndctl_cleanup_named(name);
+		if (r > 0)
+			refresh_regions(m);
+		return r > 0 ? 0 : r < 0 ? r : -ENOENT;
+	}
 	if (!path || !dev)
 		return -ENOMEM;
 	r = blockdev_erase(path, erase);
@@ -414,7 +446,11 @@ int pmem_direct_new(const struct pmem_manager_ops **ret_ops, void **ret_priv)
 	struct direct *m;
 	int r;
 
-	r = pmem_ndctl_cleanup_incomplete(volume_id_is_valid);
+	/* Only unnamed seeds with settings (nothing on them) are cleaned here:
+	 * a disabled namespace named like a volume may be someone else's. Ours,
+	 * cut off by a crash, carry a "creating" marker and are removed by name
+	 * when the driver reconciles its state (pmem_delete()). */
+	r = pmem_ndctl_cleanup_incomplete(never_ours);
 	if (r < 0)
 		log_warning_errno(r, "Cannot check for incomplete namespaces: %m");
 	r = pmem_ndctl_regions(&ri, &n);

@@ -149,7 +149,7 @@ static int setup_namespace(const struct ndctl_region_info *ri, unsigned percenta
 	can_use = MIN(can_use, ri->max_extent);
 	/* Namespace sizes must be multiples of the region alignment times the
 	 * interleave ways; ndctl refuses anything else. */
-	align = MAX(ri->align, (uint64_t)16 * MiB) * MAX(ri->interleave_ways, 1u);
+	align = MAX(pmem_region_align(ri->align), (uint64_t)16 * MiB) * MAX(ri->interleave_ways, 1u);
 	can_use -= can_use % align;
 	if (can_use < LVM_MIN_NAMESPACE)
 		return 0;
@@ -395,6 +395,8 @@ static int fill_device(const struct lvm *m, const struct lvm_lv *lv, struct pmem
 	return 0;
 }
 
+static int lvm_delete(void *priv, const char *name, bool erase);
+
 static int lvm_create(void *priv, const char *name, uint64_t size, enum volume_usage usage _unused_,
 		      struct pmem_device *ret)
 {
@@ -451,18 +453,22 @@ static int lvm_create(void *priv, const char *name, uint64_t size, enum volume_u
 	if (r < 0) {
 		if (err && strstr(err, "insufficient free space"))
 			return -ENOSPC;
+		if (err && strstr(err, "already exists"))
+			return -EEXIST; /* an LV made by hand since start-up */
 		return log_error_errno(r, "lvcreate %s in %s failed: %s", name, vg->name, err ? err : "");
 	}
 
 	path = xasprintf("/dev/%s/%s", vg->name, name);
-	if (!path)
-		return -ENOMEM;
-	r = blockdev_wait(path, 5000);
-	if (r < 0)
-		return log_error_errno(r, "Device %s did not appear: %m", path);
-	r = blockdev_erase(path, false);
-	if (r < 0)
-		return log_error_errno(r, "Failed to clear the start of %s: %m", path);
+	r = path ? blockdev_wait(path, 5000) : -ENOMEM;
+	if (r >= 0)
+		r = blockdev_erase(path, false);
+	if (r < 0) {
+		/* A create that fails leaves nothing behind: the caller has no
+		 * device to delete and no record that would make it ours. */
+		log_error_errno(r, "Failed to clear the start of LV %s/%s: %m", vg->name, name);
+		(void)lvm_delete(m, name, false);
+		return r;
+	}
 	log_debug("Created LV %s (%" PRIu64 " bytes) in %s", name, size, vg->name);
 	ret->name = strdup(name);
 	ret->path = TAKE_PTR(path);

@@ -287,13 +287,88 @@ out:
 	return r;
 }
 
+static int cleanup(const char *bus_name, const char *region_name, bool (*is_ours)(const char *name),
+		   bool any_claim);
+
 int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
 {
 	return pmem_ndctl_cleanup_region(NULL, NULL, is_ours, false);
 }
 
+static const char *cleanup_only; /* the one name cleanup_named() accepts; ndctl_lock held */
+
+static bool is_cleanup_only(const char *name)
+{
+	return cleanup_only && strcmp(name, cleanup_only) == 0;
+}
+
+int pmem_ndctl_cleanup_named(const char *name)
+{
+	int r;
+
+	pthread_mutex_lock(&ndctl_lock);
+	cleanup_only = name;
+	r = cleanup(NULL, NULL, is_cleanup_only, false);
+	cleanup_only = NULL;
+	pthread_mutex_unlock(&ndctl_lock);
+	return r;
+}
+
+int pmem_ndctl_destroy_named(const char *name)
+{
+	struct ndctl_region_info *ri = NULL;
+	size_t n = 0;
+	int r, done = 0;
+
+	/* Enabled ones through the normal destroy, then whatever is left half
+	 * set up (disabled, or claimed by a personality that never came up). */
+	r = pmem_ndctl_regions(&ri, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < ri[i].n_namespaces; j++)
+			if (strcmp(ri[i].namespaces[j].name, name) == 0 && ri[i].namespaces[j].active &&
+			    pmem_ndctl_destroy_namespace(ri[i].bus, ri[i].region, ri[i].namespaces[j].dev) >= 0)
+				done++;
+	pmem_ndctl_regions_free(ri, n);
+	r = pmem_ndctl_cleanup_named(name);
+	return r < 0 ? r : done + r;
+}
+
+int pmem_ndctl_name_exists(const char *name)
+{
+	struct ndctl_ctx *ctx = NULL;
+	struct ndctl_bus *bus;
+	struct ndctl_region *region;
+	struct ndctl_namespace *ndns;
+	int r, found = 0;
+
+	pthread_mutex_lock(&ndctl_lock);
+	r = ndctl_new(&ctx);
+	if (r < 0) {
+		pthread_mutex_unlock(&ndctl_lock);
+		return r;
+	}
+	ndctl_bus_foreach(ctx, bus)
+		ndctl_region_foreach(bus, region)
+			ndctl_namespace_foreach(region, ndns) {
+				const char *alt = ndctl_namespace_get_alt_name(ndns);
+				if (ndctl_namespace_get_size(ndns) > 0 && alt && strcmp(alt, name) == 0)
+					found = 1;
+			}
+	ndctl_unref(ctx);
+	pthread_mutex_unlock(&ndctl_lock);
+	return found;
+}
+
 int pmem_ndctl_cleanup_region(const char *bus_name, const char *region_name, bool (*is_ours)(const char *name),
 			      bool any_claim)
+{
+	return cleanup(bus_name, region_name, is_ours, any_claim);
+}
+
+static int cleanup(const char *bus_name, const char *region_name, bool (*is_ours)(const char *name),
+		   bool any_claim)
 {
 	struct ndctl_ctx *ctx = NULL;
 	struct ndctl_bus *bus;
@@ -337,7 +412,8 @@ int pmem_ndctl_cleanup_region(const char *bus_name, const char *region_name, boo
 				/* Ours (named like a volume) but not enabled: a creation that
 				 * was cut off. An unnamed seed with settings is the same, from
 				 * before the name was set. */
-				if (!is_ours(name ? name : "") && !(ndctl_namespace_get_size(ndns) == 0 && !(name && *name)))
+				if (!is_ours(name ? name : "") &&
+				    (is_ours == is_cleanup_only || ndctl_namespace_get_size(ndns) != 0 || (name && *name)))
 					continue;
 				log_info("Removing incomplete namespace %s (\"%s\") in %s", ndctl_namespace_get_devname(ndns),
 					 name ? name : "", ndctl_region_get_devname(region));

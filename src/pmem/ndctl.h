@@ -66,6 +66,21 @@ int pmem_ndctl_destroy_namespace(const char *bus, const char *region, const char
 int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name));
 
 /**
+ * pmem_ndctl_cleanup_named() - the same, for the namespace named name only
+ * (a creation of ours that a crash cut off: the caller knows it is ours).
+ */
+int pmem_ndctl_cleanup_named(const char *name);
+
+/**
+ * pmem_ndctl_destroy_named() - destroy every namespace named name, enabled or
+ * left half set up. Only for names the caller knows to be its own.
+ */
+int pmem_ndctl_destroy_named(const char *name);
+
+/** pmem_ndctl_name_exists() - 1 if a namespace named name exists (enabled or not), 0 if not, -errno. */
+int pmem_ndctl_name_exists(const char *name);
+
+/**
  * pmem_ndctl_cleanup_region() - the same for one region; with any_claim, every
  * claim of a never-enabled pfn/btt on an inactive namespace is released (safe
  * only while the caller holds the region's allocation lock).

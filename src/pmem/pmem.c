@@ -2,6 +2,7 @@
 #include "pmem.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,8 @@
 struct pmem_manager {
 	const struct pmem_manager_ops *ops;
 	void *priv;
+	/* The other device mode, for volumes created in it (see pmem.h). */
+	struct pmem_manager *other;
 };
 
 int pmem_manager_new(const char *mode, unsigned percentage, struct pmem_manager **ret)
@@ -41,7 +44,28 @@ void pmem_manager_free(struct pmem_manager *m)
 	if (!m)
 		return;
 	m->ops->free(m->priv);
+	pmem_manager_free(m->other);
 	free(m);
+}
+
+int pmem_manager_add_other(struct pmem_manager *m, unsigned percentage)
+{
+	const char *mode = strcmp(m->ops->mode, "lvm") == 0 ? "direct" : "lvm";
+	struct pmem_manager *o;
+	int r;
+
+	if (m->other)
+		return 0;
+	r = pmem_manager_new(mode, percentage, &o);
+	if (r < 0)
+		return r;
+	m->other = o;
+	return 0;
+}
+
+const char *pmem_manager_other_mode(const struct pmem_manager *m)
+{
+	return m->other ? m->other->ops->mode : NULL;
 }
 
 const char *pmem_manager_mode(const struct pmem_manager *m)
@@ -57,12 +81,46 @@ int pmem_create(struct pmem_manager *m, const char *name, uint64_t size, enum vo
 
 int pmem_get(struct pmem_manager *m, const char *name, struct pmem_device *ret)
 {
-	return m->ops->get(m->priv, name, ret);
+	int r = m->ops->get(m->priv, name, ret);
+
+	if (r == -ENOENT && m->other)
+		r = m->other->ops->get(m->other->priv, name, ret);
+	return r;
 }
 
 int pmem_delete(struct pmem_manager *m, const char *name, bool erase)
 {
-	return m->ops->delete(m->priv, name, erase);
+	int r = m->ops->delete(m->priv, name, erase);
+
+	if (r == -ENOENT && m->other)
+		r = m->other->ops->delete(m->other->priv, name, erase);
+	return r;
+}
+
+uint64_t pmem_region_align(uint64_t raw)
+{
+	/* libndctl reports ULONG_MAX when the region has no "align" attribute
+	 * (kernels before 5.7), and some hypervisors report 0 or 1. Such regions
+	 * still need aligned namespace sizes: intel/pmem-csi 1.x falls back to
+	 * 96 MiB (emulated PMEM in libvirt refused 100 MiB but took 96 MiB), a
+	 * multiple of the 16 MiB the kernel uses by default. */
+	if (raw <= 1 || raw >= (uint64_t)ULONG_MAX)
+		return PMEM_REGION_ALIGN_FALLBACK;
+	return raw;
+}
+
+uint64_t pmem_namespace_step(uint64_t raw_align, unsigned interleave_ways, uint64_t pfn_align)
+{
+	uint64_t a = pfn_align * (interleave_ways ? interleave_ways : 1), b = pmem_region_align(raw_align);
+	uint64_t x = a, y = b;
+
+	/* lcm(a, b): sizes must be multiples of both */
+	while (y) {
+		uint64_t t = x % y;
+		x = y;
+		y = t;
+	}
+	return a / x * b;
 }
 
 int pmem_list(struct pmem_manager *m, struct pmem_device **ret, size_t *ret_n)

@@ -68,6 +68,32 @@ int pmem_delete(struct pmem_manager *m, const char *name, bool erase);
 int pmem_list(struct pmem_manager *m, struct pmem_device **ret, size_t *ret_n);
 void pmem_capacity(struct pmem_manager *m, struct pmem_capacity *ret);
 
+/**
+ * pmem_manager_add_other() - also open the device manager of the other mode
+ * (LVM beside direct or the reverse), without taking PMEM for it
+ * (percentage 0 in LVM mode), so that volumes created in that mode before a
+ * switch keep being served, as intel/pmem-csi 1.x does: pmem_get() and
+ * pmem_delete() fall back to it for names the primary does not have. New
+ * volumes, capacity and listings stay with the primary.
+ */
+int pmem_manager_add_other(struct pmem_manager *m, unsigned percentage);
+/** pmem_manager_other_mode() - the mode added by pmem_manager_add_other(), or NULL. */
+const char *pmem_manager_other_mode(const struct pmem_manager *m);
+
+#define PMEM_REGION_ALIGN_FALLBACK (96ull << 20)
+/**
+ * pmem_region_align() - a region's namespace size alignment from what
+ * ndctl_region_get_align() reported: PMEM_REGION_ALIGN_FALLBACK when the
+ * kernel has no such attribute (ULONG_MAX) or reports 0 or 1. Pure.
+ */
+uint64_t pmem_region_align(uint64_t raw);
+/**
+ * pmem_namespace_step() - the unit of namespace sizes in a region: the least
+ * common multiple of the region alignment (with the fallback above) and the
+ * personality's alignment times the interleave ways. Pure.
+ */
+uint64_t pmem_namespace_step(uint64_t raw_align, unsigned interleave_ways, uint64_t pfn_align);
+
 void pmem_device_done(struct pmem_device *d);
 void pmem_device_array_free(struct pmem_device *d, size_t n);
 

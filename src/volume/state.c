@@ -109,6 +109,36 @@ int state_init(const char *dir)
 	return mkdir_p(dir, 0750);
 }
 
+/*
+ * Writes recreate the state directory when it is gone (removed by hand while
+ * the driver runs): a record of ours must never fail to be written, and never
+ * be written somewhere else. The caller learns nothing of it; the driver
+ * rewrites the other records itself (see csi/ownership.c).
+ */
+static int write_in_dir(const char *dir, const char *name, const char *data, size_t len)
+{
+	int r;
+
+	r = write_file_atomic(dir, name, data, len);
+	if (r != -ENOENT)
+		return r;
+	if (access(dir, F_OK) == 0 || errno != ENOENT)
+		return r;
+	log_warning("State directory %s is gone: recreating it", dir);
+	r = state_init(dir);
+	if (r < 0)
+		return r;
+	return write_file_atomic(dir, name, data, len);
+}
+
+/* Removing what is already gone (or whose directory is gone) succeeds. */
+static int remove_in_dir(const char *dir, const char *name)
+{
+	int r = unlink_durable(dir, name);
+
+	return r == -ENOENT ? 0 : r;
+}
+
 int state_write(const char *dir, const struct volume_record *r)
 {
 	_cleanup_free_ char *json = state_format(r), *name = NULL;
@@ -118,7 +148,7 @@ int state_write(const char *dir, const struct volume_record *r)
 	name = xasprintf("%s.json", r->id);
 	if (!name)
 		return -ENOMEM;
-	return write_file_atomic(dir, name, json, strlen(json));
+	return write_in_dir(dir, name, json, strlen(json));
 }
 
 int state_remove(const char *dir, const char *id)
@@ -127,7 +157,18 @@ int state_remove(const char *dir, const char *id)
 
 	if (!name)
 		return -ENOMEM;
-	return unlink_durable(dir, name);
+	return remove_in_dir(dir, name);
+}
+
+int state_exists(const char *dir, const char *id)
+{
+	_cleanup_free_ char *path = xasprintf("%s/%s.json", dir, id);
+
+	if (!path)
+		return -ENOMEM;
+	if (access(path, F_OK) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -errno;
 }
 
 int state_intent_set(const char *dir, const char *id, const char *what)
@@ -136,7 +177,7 @@ int state_intent_set(const char *dir, const char *id, const char *what)
 
 	if (!name)
 		return -ENOMEM;
-	return write_file_atomic(dir, name, "", 0);
+	return write_in_dir(dir, name, "", 0);
 }
 
 int state_intent_clear(const char *dir, const char *id, const char *what)
@@ -145,7 +186,7 @@ int state_intent_clear(const char *dir, const char *id, const char *what)
 
 	if (!name)
 		return -ENOMEM;
-	return unlink_durable(dir, name);
+	return remove_in_dir(dir, name);
 }
 
 int state_intent_test(const char *dir, const char *id, const char *what)
@@ -157,6 +198,100 @@ int state_intent_test(const char *dir, const char *id, const char *what)
 	if (access(path, F_OK) == 0)
 		return 1;
 	return errno == ENOENT ? 0 : -errno;
+}
+
+/* The volume ID a state directory entry belongs to: "<id>.json" or "<id>.<marker>". */
+static bool entry_id(const char *name, const char *suffix, char id[VOLUME_ID_MAX])
+{
+	size_t len = strlen(name), slen = strlen(suffix);
+
+	if (len <= slen + 1 || strcmp(name + len - slen, suffix) != 0 || name[len - slen - 1] != '.' ||
+	    len - slen - 1 >= VOLUME_ID_MAX)
+		return false;
+	memcpy(id, name, len - slen - 1);
+	id[len - slen - 1] = 0;
+	return volume_id_is_valid(id);
+}
+
+static int cmp_ids(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+int state_scan(const char *dir, int (*fn)(const struct state_entry *e, void *ud), void *ud)
+{
+	DIR *d;
+	struct dirent *de;
+	char (*ids)[VOLUME_ID_MAX] = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	/* First the IDs (a record or a creation marker, sorted, unique), then
+	 * one call per ID: fn sees a volume's record and markers together. */
+	while ((de = readdir(d))) {
+		char id[VOLUME_ID_MAX];
+
+		if (!entry_id(de->d_name, "json", id) && !entry_id(de->d_name, "creating", id))
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			void *p = realloc(ids, ncap * sizeof(*ids));
+			if (!p) {
+				r = -ENOMEM;
+				goto out;
+			}
+			ids = p;
+			cap = ncap;
+		}
+		memcpy(ids[n++], id, VOLUME_ID_MAX);
+	}
+	if (n)
+		qsort(ids, n, sizeof(*ids), cmp_ids);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *path = NULL, *buf = NULL, *err = NULL;
+		struct state_entry e = { .id = ids[i] };
+		struct volume_record rec;
+		size_t blen;
+
+		if (i > 0 && strcmp(ids[i], ids[i - 1]) == 0)
+			continue;
+		path = xasprintf("%s/%s.json", dir, ids[i]);
+		if (!path) {
+			r = -ENOMEM;
+			break;
+		}
+		e.creating = state_intent_test(dir, ids[i], "creating") > 0;
+		r = read_file_limited(path, STATE_FILE_MAX, &buf, &blen);
+		if (r == -ENOENT) {
+			e.record = STATE_RECORD_NONE;
+		} else if (r < 0) {
+			e.record = STATE_RECORD_UNREADABLE;
+			err = xasprintf("cannot read it: %s", strerror(-r));
+		} else if (state_parse(buf, blen, &rec, &err) < 0) {
+			e.record = STATE_RECORD_UNREADABLE;
+		} else if (strcmp(rec.id, ids[i]) != 0) {
+			e.record = STATE_RECORD_UNREADABLE;
+			free(err);
+			err = xasprintf("it describes volume %s", rec.id);
+			volume_record_done(&rec);
+		} else {
+			e.record = STATE_RECORD_OK;
+			e.rec = &rec;
+		}
+		e.error = err ? err : "invalid";
+		r = fn(&e, ud);
+		if (e.rec)
+			volume_record_done(&rec);
+		if (r < 0)
+			break;
+	}
+out:
+	free(ids);
+	closedir(d);
+	return r;
 }
 
 int state_load_all(const char *dir, int (*fn)(struct volume_record *rec, void *ud), void *ud)

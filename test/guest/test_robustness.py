@@ -176,15 +176,24 @@ class State(DriverTestCase):
         self.assertNotIn(vid, self.listed_ids())
 
     def test_lv_without_state(self):
-        """A crash between lvcreate and the state file: CreateVolume of that name still works."""
+        """An LV without a state record is not ours (the record is written before the
+        LV, so no crash of ours leaves one): CreateVolume of that name fails and
+        names it, DeleteVolume leaves it alone (docs/ownership.md)."""
         name = "robust-nostate"
         vid = volume_id(name)
         self.driver.stop(signal.SIGTERM)
         run(["lvcreate", "-q", "-y", "-Zn", "-L", "8m", "-n", vid, expected_vgs()[0]], env=LVM_ENV)
         self.driver.start()
-        self._track(vid)
-        code, details, resp = self.create(name, 8 * MiB, check=False)
-        self.assertIsNone(code, "CreateVolume over an orphaned LV: %s %r" % (code_name(code), details))
-        self.assertEqual([lv for lv in lvs() if lv == vid], [vid])
-        self.delete(vid)
-        self.assertNotIn(vid, lvs(), "the orphaned LV is still there after DeleteVolume")
+        try:
+            code, details, resp = self.create(name, 8 * MiB, check=False)
+            self.assertEqual(code, C.FAILED_PRECONDITION,
+                             "CreateVolume over an LV without state: %s %r" % (code_name(code), details))
+            self.assertIn(vid, details)
+            self.expect(None, self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vid), "DeleteVolume")
+            self.assertIn(vid, lvs(), "DeleteVolume removed an LV that is not the driver's")
+            self.assertNotIn(vid, self.listed_ids())
+        finally:
+            type(self).tracked.pop(vid, None)
+            lv = lvs().get(vid)
+            if lv:
+                run(["lvremove", "-f", "-y", "%s/%s" % (lv[0], vid)], env=LVM_ENV, check=False)

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/strbuf.h"
 #include "metrics/http.h"
@@ -919,5 +920,59 @@ TEST(metrics_http_listen_addresses)
 	else
 		CHECK_INT(r, 0);
 	metrics_http_stop(h);
+	metrics_free(m);
+}
+
+static void doc_capacity(void *ud, uint64_t *available, uint64_t *managed, uint64_t *max_volume_size,
+			  uint64_t *total)
+{
+	*available = 1;
+	*managed = 2;
+	*max_volume_size = 3;
+	*total = 4;
+}
+
+static void fake_unowned(void *ud, uint64_t *unreadable_state, uint64_t *no_state)
+{
+	*unreadable_state = 2;
+	*no_state = 5;
+}
+
+/* Every family the driver exposes is in docs/metrics.md (keeps the docs in step). */
+TEST(metrics_documented)
+{
+	struct metrics *m = NULL;
+	_cleanup_free_ char *text = NULL, *doc = NULL;
+	size_t len = 0;
+	int families = 0;
+
+	CHECK_INT(metrics_new("pmem-csi.intel.com", "n1", "v1", &m), 0);
+	metrics_set_capacity_source(m, doc_capacity, NULL);
+	metrics_set_unowned_source(m, fake_unowned, NULL);
+	metrics_observe_call(m, "CreateVolume", "OK", 0.3);
+	CHECK_INT(metrics_render(m, false, &text, NULL), 0);
+	CHECK(strstr(text, "pmem_csi_unowned_devices{driver_name=\"pmem-csi.intel.com\",node=\"n1\",reason="
+			   "\"unreadable_state\"} 2\n"));
+	CHECK(strstr(text, "pmem_csi_unowned_devices{driver_name=\"pmem-csi.intel.com\",node=\"n1\",reason="
+			   "\"no_state\"} 5\n"));
+	CHECK_INT(read_file_limited(DOCS_DIR "/metrics.md", 1 << 20, &doc, &len), 0);
+	for (const char *p = text; doc && (p = strstr(p, "# TYPE ")); p++) {
+		char name[128], quoted[132];
+		size_t n = strcspn(p + 7, " \n");
+
+		if (n >= sizeof(name))
+			continue;
+		memcpy(name, p + 7, n);
+		name[n] = 0;
+		snprintf(quoted, sizeof(quoted), "`%s`", name);
+		families++;
+		if (!strstr(doc, quoted)) {
+			fprintf(stderr, "  metric %s is not in docs/metrics.md\n", name);
+			test_failures++;
+		}
+	}
+	CHECK(families >= 10);
+	metrics_set_capacity_source(m, NULL, NULL);
+	metrics_set_unowned_source(m, NULL, NULL);
 	metrics_free(m);
 }

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Pure parts of pmem/ and fs/ and csi/: LVM reports, mount options, status mapping. */
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <sys/mount.h>
 
 #include "basic/macro.h"
+#include "csi/ownership.h"
 #include "csi/server.h"
 #include "fs/fs.h"
 #include "fs/kata.h"
 #include "pmem/lvm_report.h"
+#include "pmem/pmem.h"
 #include "test.h"
 
 TEST(lvm_report_vgs)
@@ -166,4 +170,61 @@ TEST(kata_header)
 	CHECK_INT(kata_header_build(buf, size + 4096), -EINVAL);
 	CHECK_INT(kata_header_build(buf, (2ULL << 40) + (4ULL << 20)), -EFBIG);
 	CHECK_INT(kata_header_build(buf, (2ULL << 40)), 0);
+}
+
+TEST(region_align_fallback)
+{
+	/* Kernels without the region "align" attribute: libndctl says ULONG_MAX. */
+	CHECK(pmem_region_align(ULONG_MAX) == 96 * MiB);
+	CHECK(pmem_region_align(UINT64_MAX) == 96 * MiB);
+	CHECK(pmem_region_align(0) == 96 * MiB);
+	CHECK(pmem_region_align(1) == 96 * MiB);
+	CHECK(pmem_region_align(16 * MiB) == 16 * MiB);
+	CHECK(pmem_region_align(4096) == 4096);
+	/* Steps: lcm(pfn align x ways, region align); never 0 or absurd. */
+	CHECK(pmem_namespace_step(16 * MiB, 1, 2 * MiB) == 16 * MiB);
+	CHECK(pmem_namespace_step(ULONG_MAX, 1, 2 * MiB) == 96 * MiB);
+	CHECK(pmem_namespace_step(ULONG_MAX, 2, 2 * MiB) == 96 * MiB);
+	CHECK(pmem_namespace_step(ULONG_MAX, 0, 2 * MiB) == 96 * MiB);
+	CHECK(pmem_namespace_step(16 * MiB, 3, 2 * MiB) == 48 * MiB);
+	CHECK(pmem_namespace_step(4096, 4, 2 * MiB) == 8 * MiB);
+}
+
+TEST(ownership_decision_table)
+{
+	static const struct {
+		struct ownership_facts f;
+		enum ownership_action want;
+	} rows[] = {
+		/* record, creating, device, other mode, other mode available */
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_PRESENT, false, false }, OWNERSHIP_SERVE },
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_NONE, false, false }, OWNERSHIP_DROP_RECORD },
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_UNKNOWN, false, false }, OWNERSHIP_RETRY_LATER },
+		{ { STATE_RECORD_OK, true, OWNERSHIP_DEVICE_PRESENT, false, false }, OWNERSHIP_UNDO_CREATE },
+		{ { STATE_RECORD_OK, true, OWNERSHIP_DEVICE_NONE, false, false }, OWNERSHIP_UNDO_CREATE },
+		{ { STATE_RECORD_OK, true, OWNERSHIP_DEVICE_UNKNOWN, false, false }, OWNERSHIP_UNDO_CREATE },
+		/* unreadable: never served, never removed, whatever else is there */
+		{ { STATE_RECORD_UNREADABLE, false, OWNERSHIP_DEVICE_PRESENT, false, false }, OWNERSHIP_KEEP_REPORTED },
+		{ { STATE_RECORD_UNREADABLE, true, OWNERSHIP_DEVICE_PRESENT, false, false }, OWNERSHIP_KEEP_REPORTED },
+		{ { STATE_RECORD_UNREADABLE, false, OWNERSHIP_DEVICE_NONE, false, false }, OWNERSHIP_KEEP_REPORTED },
+		/* a marker without a record: the device (if any) is not provably ours */
+		{ { STATE_RECORD_NONE, true, OWNERSHIP_DEVICE_PRESENT, false, false }, OWNERSHIP_CLEAR_MARKER },
+		{ { STATE_RECORD_NONE, true, OWNERSHIP_DEVICE_NONE, false, false }, OWNERSHIP_CLEAR_MARKER },
+		{ { STATE_RECORD_NONE, false, OWNERSHIP_DEVICE_PRESENT, false, false }, OWNERSHIP_KEEP_REPORTED },
+		/* the other device mode: served through its manager, else kept */
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_PRESENT, true, true }, OWNERSHIP_SERVE },
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_NONE, true, true }, OWNERSHIP_DROP_RECORD },
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_NONE, true, false }, OWNERSHIP_RETRY_LATER },
+		{ { STATE_RECORD_OK, false, OWNERSHIP_DEVICE_PRESENT, true, false }, OWNERSHIP_RETRY_LATER },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+		enum ownership_action got = ownership_decide(&rows[i].f);
+		if (got != rows[i].want) {
+			fprintf(stderr, "  row %zu: %s, expected %s\n", i, ownership_action_name(got),
+				ownership_action_name(rows[i].want));
+			test_failures++;
+		}
+	}
+	CHECK_STR(ownership_action_name(OWNERSHIP_SERVE), "serve");
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* volume/: parameters, volume IDs and the state store format. */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "basic/macro.h"
@@ -276,5 +278,99 @@ TEST(state_store_dir)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/broken.json", dir);
 	unlink(path);
+	CHECK_INT(rmdir(dir), 0);
+}
+
+struct scan_seen {
+	char ids[4][VOLUME_ID_MAX];
+	enum state_record rec[4];
+	bool creating[4];
+	int n;
+};
+
+static int scan_cb(const struct state_entry *e, void *ud)
+{
+	struct scan_seen *s = ud;
+
+	if (s->n < 4) {
+		snprintf(s->ids[s->n], VOLUME_ID_MAX, "%s", e->id);
+		s->rec[s->n] = e->record;
+		s->creating[s->n] = e->creating;
+		CHECK((e->record == STATE_RECORD_OK) == (e->rec != NULL));
+		CHECK(e->error != NULL);
+	}
+	s->n++;
+	return 0;
+}
+
+static void put(const char *dir, const char *name, const char *text)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+TEST(state_scan_and_lost_dir)
+{
+	static const char a[] = "aaaaaa-e91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219",
+			  b[] = "bbbbbb-e91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219",
+			  c[] = "cccccc-e91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219";
+	char dir[] = "/tmp/pmem-csi-scan-XXXXXX", name[128];
+	struct volume_record r = {};
+	struct scan_seen s = {};
+
+	CHECK(mkdtemp(dir) != NULL);
+	volume_params_init(&r.params);
+	r.size = 8 << 20;
+	snprintf(r.id, sizeof(r.id), "%s", a);
+	CHECK_INT(state_write(dir, &r), 0);                       /* ok */
+	CHECK_INT(state_intent_set(dir, a, "creating"), 0);       /* ok + marker */
+	snprintf(name, sizeof(name), "%s.json", b);
+	put(dir, name, "{\"id\": \"bbbbbb");                       /* unreadable */
+	CHECK_INT(state_intent_set(dir, c, "creating"), 0);       /* marker only */
+	put(dir, "README", "x");                                   /* not a volume ID: ignored */
+	put(dir, "x.json", "{}");
+	CHECK_INT(state_exists(dir, b), 1);
+	CHECK_INT(state_exists(dir, c), 0);
+	CHECK_INT(state_scan(dir, scan_cb, &s), 0);
+	CHECK_INT(s.n, 3);
+	CHECK_STR(s.ids[0], a);
+	CHECK_INT(s.rec[0], STATE_RECORD_OK);
+	CHECK(s.creating[0]);
+	CHECK_STR(s.ids[1], b);
+	CHECK_INT(s.rec[1], STATE_RECORD_UNREADABLE);
+	CHECK(!s.creating[1]);
+	CHECK_STR(s.ids[2], c);
+	CHECK_INT(s.rec[2], STATE_RECORD_NONE);
+	CHECK(s.creating[2]);
+
+	/* The directory removed behind our back: removals succeed, writes recreate it. */
+	{
+		static const char *const files[] = { "README", "x.json" };
+		const char *ids[] = { a, b, c };
+		for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+			snprintf(name, sizeof(name), "%s/%s", dir, files[i]);
+			unlink(name);
+		}
+		for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+			snprintf(name, sizeof(name), "%s/%s.json", dir, ids[i]);
+			unlink(name);
+			snprintf(name, sizeof(name), "%s/%s.creating", dir, ids[i]);
+			unlink(name);
+		}
+		CHECK_INT(rmdir(dir), 0);
+	}
+	CHECK_INT(access(dir, F_OK), -1);
+	CHECK_INT(state_remove(dir, a), 0);
+	CHECK_INT(state_intent_clear(dir, a, "creating"), 0);
+	CHECK_INT(state_write(dir, &r), 0);
+	CHECK_INT(state_exists(dir, a), 1);
+	CHECK_INT(state_remove(dir, a), 0);
 	CHECK_INT(rmdir(dir), 0);
 }
