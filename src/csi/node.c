@@ -425,7 +425,7 @@ int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage
 	if (r < 0)
 		r = csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_context: %s", err ? err : "invalid");
 	else if (ephemeral)
-		r = csi_check_ready(c, d) < 0 ? -1 : node_publish_ephemeral(c, d, req, target, &p.caps, &params);
+		r = node_publish_ephemeral(c, d, req, target, &p.caps, &params);
 	else {
 		p.target = target;
 		p.staging = staging;
