@@ -184,6 +184,21 @@ class ConnectionsEmfile(_MetricsGroup):
         self.assertIn("Accepting gRPC connections again", type(self).driver.log_text(since_start=True),
                       "no log line about the recovery")
 
+    def test_silent_client_is_closed(self):
+        """A client that never speaks gRPC does not hold its descriptor for long (20 s)."""
+        s = unix_connect(ENDPOINT_PATH)
+        s.settimeout(60)
+        t0 = time.monotonic()
+        try:
+            while s.recv(100):  # until the server closes (or 60 s pass)
+                pass
+        except OSError:
+            pass
+        took = time.monotonic() - t0
+        s.close()
+        log("a silent gRPC client was closed after %.1f s" % took)
+        self.assertLess(took, 30, "a silent gRPC client was held %.0f s" % took)
+
     def test_removed_socket_is_not_live(self):
         """A driver whose socket file was removed cannot be reached: liveness says so."""
         port = type(self).port
