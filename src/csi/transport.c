@@ -55,14 +55,24 @@
 #define WORK_QUEUE_MAX 4096
 
 /*
- * What one client can hold. Idle connections (no call for CONN_IDLE_MS) get a
- * GOAWAY and are closed; kubelet and the sidecars (grpc-go) reconnect on their
- * next call. Keepalive pings find peers that vanished while a call runs.
+ * What one client can hold: at most CONN_MAX_STREAMS calls at once per
+ * connection; keepalive pings find peers that vanished while a call runs.
+ * Idle connections are NOT closed (no GRPC_ARG_MAX_CONNECTION_IDLE_MS): the
+ * sidecars (csi-lib-utils) take any reconnect for a driver restart and exit.
+ * Instead, a connection reaches gRPC only once it has sent the HTTP/2
+ * preface, which every gRPC client sends right after connecting; one that
+ * sends nothing, something else, or a part for HANDSHAKE_TIMEOUT_MS is
+ * closed. At most PENDING_MAX connections wait for their preface.
  */
-#define CONN_IDLE_MS (5 * 60 * 1000)
 #define CONN_KEEPALIVE_MS (60 * 1000)
 #define CONN_KEEPALIVE_TIMEOUT_MS (20 * 1000)
 #define CONN_MAX_STREAMS 100
+#define HANDSHAKE_TIMEOUT_MS 20000
+#define PENDING_MAX 1024
+#define HTTP2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define HTTP2_PREFACE_LEN (sizeof(HTTP2_PREFACE) - 1)
+/* Re-check interval for connections that sent a part of the preface. */
+#define PARTIAL_RECHECK_MS 100
 /* Descriptors below the open-file limit that accepting never takes. */
 #define FD_RESERVE 64
 #define LISTEN_BACKLOG 1024
@@ -613,38 +623,131 @@ static void accept_result(struct csi_server *s, int err)
 		log_info("Accepting gRPC connections again after %.1f s", failed_for);
 }
 
+/* An accepted connection that has not sent the whole HTTP/2 preface yet. */
+struct pending {
+	int fd;
+	bool partial; /* sent a part: re-checked by timer, since poll() would report it at once */
+	short revents;
+	struct timespec deadline;
+};
+
+static bool after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec >= b->tv_nsec);
+}
+
+static struct timespec add_ms(struct timespec t, long ms)
+{
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+/* Milliseconds from now to t, rounded up, at least 0. */
+static long ms_until(const struct timespec *t, const struct timespec *now)
+{
+	long ms = (long)(t->tv_sec - now->tv_sec) * 1000 + (t->tv_nsec - now->tv_nsec) / 1000000;
+
+	return ms < 0 ? 0 : ms + 1;
+}
+
+/*
+ * 1: the preface is there, hand the connection to gRPC; 0: a correct part of
+ * it, wait; -1: end of file, an error, or something else: close it.
+ */
+static int preface_check(int fd)
+{
+	char buf[HTTP2_PREFACE_LEN];
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -1;
+	if (n == 0 || memcmp(buf, HTTP2_PREFACE, (size_t)n) != 0)
+		return -1;
+	return (size_t)n == HTTP2_PREFACE_LEN ? 1 : 0;
+}
+
 static void *acceptor_thread(void *arg)
 {
 	struct csi_server *s = arg;
-	struct pollfd p[2] = {
-		{ .fd = s->wake_fd, .events = POLLIN },
-		{ .fd = s->listen_fd, .events = POLLIN },
-	};
+	struct pending pending[PENDING_MAX];
+	struct pollfd p[2 + PENDING_MAX];
+	struct timespec backoff_until = {};
+	size_t n_pending = 0;
 	bool backoff = false;
 
 	for (;;) {
-		int n, fd, r;
+		struct timespec now;
+		long timeout = -1;
+		size_t np = 0;
+		int fd, r;
 
-		/* While backing off, only the stop request ends the wait early. */
-		n = poll(p, backoff ? 1 : 2, backoff ? ACCEPT_BACKOFF_MS : -1);
-		if (n < 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (backoff && after(&now, &backoff_until))
+			backoff = false;
+		/*
+		 * p[0]: the stop request; p[1]: the listener, unless backing off
+		 * or full (clients then wait in the listen backlog); then the
+		 * pending connections that have sent nothing yet.
+		 */
+		p[np++] = (struct pollfd){ .fd = s->wake_fd, .events = POLLIN };
+		p[np++] = (struct pollfd){ .fd = backoff || n_pending == PENDING_MAX ? -1 : s->listen_fd,
+					   .events = POLLIN };
+		if (backoff)
+			timeout = ms_until(&backoff_until, &now);
+		for (size_t i = 0; i < n_pending; i++) {
+			long t = pending[i].partial ? PARTIAL_RECHECK_MS : ms_until(&pending[i].deadline, &now);
+
+			p[np++] = (struct pollfd){ .fd = pending[i].partial ? -1 : pending[i].fd, .events = POLLIN };
+			if (timeout < 0 || t < timeout)
+				timeout = t;
+		}
+		if (poll(p, np, (int)MIN(timeout, (long)INT32_MAX)) < 0) {
 			if (errno != EINTR) {
 				log_error_errno(errno, "Waiting for gRPC connections failed: %m");
 				backoff = true;
+				backoff_until = add_ms(now, ACCEPT_BACKOFF_MS);
 			}
 			continue;
 		}
-		if (n > 0 && p[0].revents)
+		if (p[0].revents)
 			break;
-		if (backoff) {
-			backoff = false;
-			continue;
+
+		/* Pending connections: hand over to gRPC, keep waiting, or close. */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		for (size_t i = 0; i < n_pending; i++)
+			pending[i].revents = p[2 + i].revents;
+		for (size_t i = 0; i < n_pending;) {
+			struct pending *q = &pending[i];
+
+			r = q->partial || q->revents ? preface_check(q->fd) : 0;
+			if (r == 0 && after(&now, &q->deadline))
+				r = -1;
+			if (r == 0) {
+				q->partial = q->partial || q->revents;
+				i++;
+				continue;
+			}
+			if (r > 0)
+				/* gRPC owns the descriptor from here on and closes it with the connection. */
+				grpc_server_add_channel_from_fd(s->server, q->fd, s->creds);
+			else
+				close(q->fd);
+			*q = pending[--n_pending];
 		}
+
+		if (p[1].fd < 0 || !p[1].revents)
+			continue;
 		r = fd_headroom(s);
 		if (r < 0) {
 			/* The client waits in the listen backlog until there is room. */
 			accept_result(s, -r);
 			backoff = true;
+			backoff_until = add_ms(now, ACCEPT_BACKOFF_MS);
 			continue;
 		}
 		fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -653,12 +756,17 @@ static void *acceptor_thread(void *arg)
 				continue;
 			accept_result(s, errno);
 			backoff = true;
+			backoff_until = add_ms(now, ACCEPT_BACKOFF_MS);
 			continue;
 		}
 		accept_result(s, 0);
-		/* gRPC owns fd from here on, and closes it with the connection. */
-		grpc_server_add_channel_from_fd(s->server, fd, s->creds);
+		pending[n_pending++] = (struct pending){
+			.fd = fd,
+			.deadline = add_ms(now, HANDSHAKE_TIMEOUT_MS),
+		};
 	}
+	for (size_t i = 0; i < n_pending; i++)
+		close(pending[i].fd);
 	return NULL;
 }
 
@@ -704,7 +812,7 @@ int csi_server_start(const struct csi_server_config *config, struct csi_server *
 {
 	struct csi_server *s;
 	_cleanup_free_ char *hostport = NULL;
-	grpc_arg args[6];
+	grpc_arg args[5];
 	grpc_channel_args chargs;
 	pthread_attr_t attr;
 	pthread_condattr_t cattr;
@@ -746,10 +854,9 @@ int csi_server_start(const struct csi_server_config *config, struct csi_server *
 	/* These apply to every connection, also to those added with grpc_server_add_channel_from_fd(). */
 	set_int_arg(&args[0], GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)config->max_request_bytes);
 	set_int_arg(&args[1], GRPC_ARG_MAX_CONCURRENT_STREAMS, CONN_MAX_STREAMS);
-	set_int_arg(&args[2], GRPC_ARG_MAX_CONNECTION_IDLE_MS, CONN_IDLE_MS);
-	set_int_arg(&args[3], GRPC_ARG_KEEPALIVE_TIME_MS, CONN_KEEPALIVE_MS);
-	set_int_arg(&args[4], GRPC_ARG_KEEPALIVE_TIMEOUT_MS, CONN_KEEPALIVE_TIMEOUT_MS);
-	set_int_arg(&args[5], GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
+	set_int_arg(&args[2], GRPC_ARG_KEEPALIVE_TIME_MS, CONN_KEEPALIVE_MS);
+	set_int_arg(&args[3], GRPC_ARG_KEEPALIVE_TIMEOUT_MS, CONN_KEEPALIVE_TIMEOUT_MS);
+	set_int_arg(&args[4], GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
 	chargs.num_args = ELEMENTSOF(args);
 	chargs.args = args;
 	s->cq = grpc_completion_queue_create_for_next(NULL);
