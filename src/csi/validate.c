@@ -336,9 +336,9 @@ static int check_map_entry(struct walker *w, const char *field, const struct map
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n_keys; i++)
-		if (keys[i].len == key.len && memcmp(keys[i].p, key.p, key.len) == 0)
+		if (keys[i].len == key.len && (key.len == 0 || memcmp(keys[i].p, key.p, key.len) == 0))
 			return fail(w, -EINVAL, "%s: key %s given more than once", field, q);
-	/* The key is valid text now: quote it whole, it is at most key_max bytes. */
+	/* The value's errors name it by its key (quoted as above, cut after KEY_PREVIEW bytes). */
 	snprintf(what, sizeof(what), "%s[%s] value", field, q);
 	if (lim->opaque_value) {
 		/* A secret: its length may be told, its bytes never. */

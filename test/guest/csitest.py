@@ -813,3 +813,15 @@ def state_files(state_dir):
         return sorted(os.listdir(state_dir))
     except FileNotFoundError:
         return []
+
+
+def mount_table():
+    """/proc/mounts as (source, mountpoint, fstype) tuples, read so that a mount point
+    with bytes that are not UTF-8 (what a driver without input checks can make) is
+    reported instead of raising (surrogateescape)."""
+    out = []
+    with open("/proc/mounts", errors="surrogateescape") as f:
+        for line in f:
+            src, mnt, fs = line.split()[:3]
+            out.append((_unescape(src), _unescape(mnt), fs))
+    return out

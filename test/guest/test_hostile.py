@@ -24,7 +24,7 @@ import signal
 import time
 
 from csitest import (C, LVM_ENV, MiB, DriverTestCase, code_name, expected_vgs, log, lvs,
-                     mount_cap, mounts, pb, raw_call, regions, rpc_code, run, state_files,
+                     mount_cap, mount_table, pb, raw_call, regions, rpc_code, run, state_files,
                      volume_device_ids, volume_id, wire, wire_field)
 
 SNW = pb.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
@@ -46,6 +46,11 @@ def sha_file(path, n=None):
 class HostileBase(DriverTestCase):
     mode = "lvm"
     clean_devices = True
+
+    def fail_if(self, problems, msg):
+        """Fail with msg (one problem per line) when the list of problems is not empty."""
+        if problems:
+            self.fail(msg)
 
     # ---- the things this group owns, made by hand ------------------------------
 
@@ -109,7 +114,7 @@ class HostileBase(DriverTestCase):
                 log("restoring the foreign device %s" % vid)
                 cls.make_foreign_device(vid)
         base = {(m[0], m[1], m[2]) for m in cls.baseline["mounts"]}
-        for src, mnt, fs, _ in sorted(mounts(), key=lambda m: -len(m[1])):
+        for src, mnt, fs in sorted(mount_table(), key=lambda m: -len(m[1])):
             if (src, mnt, fs) not in base and mnt.startswith(cls.workdir + "/"):
                 log("unmounting the leftover %s at %s" % (src, mnt))
                 run(["umount", "-l", mnt], check=False)
@@ -162,7 +167,7 @@ class HostileBase(DriverTestCase):
                 p = os.path.join(root, fn)
                 st = os.lstat(p)
                 snap["files"][p] = (st.st_ino, st.st_mode, sha_file(p)[:16])
-        snap["mounts"] = sorted((m[0], m[1], m[2]) for m in mounts())
+        snap["mounts"] = sorted(mount_table())
         return snap
 
     @classmethod
@@ -194,7 +199,7 @@ class HostileBase(DriverTestCase):
             diffs.append("mounts left: %s" % new)
         if diffs:
             type(self).restore_outside()
-        self.assertFalse(diffs, "%s changed what is not the driver's:\n  %s" % (what, "\n  ".join(diffs)))
+        self.fail_if(diffs, "%s changed what is not the driver's:\n  %s" % (what, "\n  ".join(diffs)))
 
     def check_consistent(self, what):
         """The driver's devices == its state files == ListVolumes, no marker left."""
@@ -270,7 +275,7 @@ class HostileBase(DriverTestCase):
             elif code != C.INVALID_ARGUMENT:
                 bad.append("%r: %s %r" % (name, code_name(code), details))
             self.assertTrue(self.driver.alive(), "driver died on name %r" % name)
-        self.assertFalse(bad, "names:\n" + "\n".join(bad))
+        self.fail_if(bad, "names:\n" + "\n".join(bad))
         self.finish("hostile names")
 
     def test_02_foreign_ids(self):
@@ -284,6 +289,15 @@ class HostileBase(DriverTestCase):
         code, details, _ = rpc_code(self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vid))
         if code is not None:
             bad.append("DeleteVolume(foreign ID): %s %r (want OK, device untouched)" % (code_name(code), details))
+        self.check_outside("DeleteVolume of a foreign device's ID")
+        # the same once the driver has started with the foreign device there
+        type(self).driver.restart()
+        self.check_outside("a driver start with a foreign device named like a volume ID")
+        code, details, _ = rpc_code(self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vid))
+        if code is not None:
+            bad.append("DeleteVolume(foreign ID) after a restart: %s %r (want OK, device untouched)"
+                       % (code_name(code), details))
+        self.check_outside("DeleteVolume of a foreign device's ID after a restart")
         code, details, _ = rpc_code(self.c.ValidateVolumeCapabilities, pb.ValidateVolumeCapabilitiesRequest(
             volume_id=vid, volume_capabilities=[mount_cap()]))
         if code != C.NOT_FOUND:
@@ -297,7 +311,7 @@ class HostileBase(DriverTestCase):
             code, details, _ = rpc_code(self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=odd))
             if code not in (None, C.INVALID_ARGUMENT, C.NOT_FOUND):
                 bad.append("DeleteVolume(%r): %s %r" % (odd[:70], code_name(code), details))
-        self.assertFalse(bad, "\n".join(bad))
+        self.fail_if(bad, "\n".join(bad))
         self.finish("foreign volume IDs")
 
     def test_03_create_over_foreign_device(self):
@@ -341,7 +355,7 @@ class HostileBase(DriverTestCase):
                         self.check_outside("%s(%s, %s)" % (method, "real" if who == vid else "unknown", path))
                     except AssertionError as e:  # check_outside() has put things back
                         bad.append("%s -> %s %r" % (e, code_name(code), details))
-        self.assertFalse(bad, "\n".join(bad))
+        self.fail_if(bad, "\n".join(bad))
         self.finish("Node calls on foreign paths")
 
     def test_05_relative_and_dotdot_paths(self):
@@ -371,7 +385,7 @@ class HostileBase(DriverTestCase):
                         rpc_code(self.c.NodeUnpublishVolume,
                                  pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=req.target_path))
         self.unstage(vid, staging)
-        self.assertFalse(bad, "\n".join(bad))
+        self.fail_if(bad, "\n".join(bad))
         self.finish("relative and .. paths")
 
     def test_06_symlinked_staging_path(self):
@@ -388,7 +402,7 @@ class HostileBase(DriverTestCase):
             self._track(vid)["staging"].add(link)
             ucode, udetails, _ = rpc_code(self.c.NodeUnstageVolume,
                                           pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=link))
-            left = [m for m in mounts() if m[1] in (real, link)]
+            left = [m for m in mount_table() if m[1] in (real, link)]
             if ucode is not None or left:
                 run(["umount", "-l", real], check=False)
             self.assertIsNone(ucode, "staged through a symlink, but NodeUnstageVolume through it: %s %r"
@@ -396,7 +410,7 @@ class HostileBase(DriverTestCase):
             self.assertFalse(left, "unstaged through a symlink, still mounted: %s" % left)
         else:
             self.assertEqual(code, C.INVALID_ARGUMENT, "NodeStageVolume at a symlink: %s %r" % (code_name(code), details))
-            self.assertFalse([m for m in mounts() if m[1] in (real, link)], "refused, but mounted")
+            self.assertFalse([m for m in mount_table() if m[1] in (real, link)], "refused, but mounted")
         self.assertTrue(os.path.islink(link), "the symlink is gone")
         self.finish("symlinked staging path")
 
@@ -417,7 +431,7 @@ class HostileBase(DriverTestCase):
         preq = pb.NodePublishVolumeRequest(volume_id=vid, staging_target_path=staging, target_path=target,
                                            volume_capability=block_cap())
         code, details, _ = rpc_code(self.c.NodePublishVolume, preq)
-        mounted = [m for m in mounts() if m[1] == target]
+        mounted = [m for m in mount_table() if m[1] == target]
         ucode, udetails, _ = rpc_code(self.c.NodeUnpublishVolume,
                                       pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target))
         if os.path.ismount(target):
@@ -447,7 +461,7 @@ class HostileBase(DriverTestCase):
                 bad.append("required %d limit %d: %s %r" % (req, lim, code_name(code), details))
             elif volume_id(name) in self.present_devices() or os.path.exists(self.state_file(volume_id(name))):
                 bad.append("required %d limit %d: %s, but left a device or state" % (req, lim, code_name(code)))
-        self.assertFalse(bad, "\n".join(bad))
+        self.fail_if(bad, "\n".join(bad))
         self.finish("sizes")
 
     def test_09_parameters(self):
@@ -481,7 +495,7 @@ class HostileBase(DriverTestCase):
                 bad.append("ephemeral size %r: OK" % size)
             elif code not in (C.INVALID_ARGUMENT, C.OUT_OF_RANGE, C.RESOURCE_EXHAUSTED):
                 bad.append("ephemeral size %r: %s %r" % (size, code_name(code), details))
-        self.assertFalse(bad, "\n".join(bad))
+        self.fail_if(bad, "\n".join(bad))
         self.finish("parameters")
 
     def test_10_racing_calls_on_one_volume(self):
@@ -539,7 +553,7 @@ class HostileBase(DriverTestCase):
         rpc_code(self.c.NodeUnstageVolume, pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=staging))
         code, details, _ = rpc_code(self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vid))
         self.assertIsNone(code, "DeleteVolume after the race: %s %r" % (code_name(code), details))
-        self.assertFalse(odd, "racing calls answered with unexpected codes:\n" + "\n".join(odd))
+        self.fail_if(odd, "racing calls answered with unexpected codes:\n" + "\n".join(odd))
         self.finish("racing calls on one volume")
 
     def test_11_until_full(self):
@@ -568,7 +582,7 @@ class HostileBase(DriverTestCase):
             % (self.group, n, size // MiB, ok, full, len(other)))
         self.check_consistent("after %d concurrent creates until full" % n)
         self.assertGreater(full, 0, "capacity never ran out")
-        self.assertFalse(other, "\n".join(other))
+        self.fail_if(other, "\n".join(other))
         self.cleanup_here()
         cap1 = self.capacity().available_capacity
         self.assertEqual(cap1, cap0, "capacity after deleting all: %d, before %d" % (cap1, cap0))

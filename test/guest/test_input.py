@@ -10,7 +10,7 @@ not) can send anything. Runs in both device modes."""
 
 import os
 
-from csitest import (C, MiB, DriverTestCase, code_name, mount_cap, mounts, pb, raw_call,
+from csitest import (C, MiB, DriverTestCase, code_name, mount_cap, mount_table, pb, raw_call,
                      state_files, volume_device_ids, volume_id, wire, wire_entry, wire_field)
 
 # Bad bytes for a string field: (label, suffix appended to a valid value).
@@ -43,10 +43,15 @@ class InputBase(DriverTestCase):
 
     # ---- helpers ----------------------------------------------------------------
 
+    def fail_if(self, problems, msg):
+        """Fail with msg (one problem per line) when the list of problems is not empty."""
+        if problems:
+            self.fail(msg)
+
     def node_state(self):
         """State files and mounts, compared around every call (cheap); the devices are
         compared around each test (listing them takes a second or more under TCG)."""
-        return state_files(type(self).state_dir), sorted((m[0], m[1]) for m in mounts())
+        return state_files(type(self).state_dir), sorted(mount_table())
 
     def setUp(self):
         super().setUp()
@@ -117,7 +122,7 @@ class InputBase(DriverTestCase):
         for label, suffix in BAD_SUFFIXES + [("129 bytes", b"n" * 125)]:
             self.check_bad(problems, "CreateVolume", self.create_raw(b"pvc-" + suffix), "name",
                            "name pvc-+%s" % label)
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
         ok = b"pvc-" + b"n" * 124  # exactly 128 bytes is allowed
         code, details, resp = raw_call(self.c.channel, "CreateVolume", self.create_raw(ok))
         self.assertIsNone(code, "a 128-byte name: %s %r" % (code_name(code), details))
@@ -145,7 +150,7 @@ class InputBase(DriverTestCase):
             for label, suffix in BAD_SUFFIXES + [("129 bytes", b"v" * (129 - len(vid)))]:
                 self.check_bad(problems, method, wire(req, wire_field(1, vid.encode() + suffix)),
                                "volume_id", "volume_id <real ID>+%s" % label)
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
         self.assertIn(vid, volume_device_ids(self.mode), "the volume's device is gone")
         self.assertIn(vid + ".json", state_files(type(self).state_dir), "the volume's state is gone")
         self.assertIn(vid, self.listed_ids())
@@ -178,7 +183,7 @@ class InputBase(DriverTestCase):
         self.check_bad(problems, "NodeUnpublishVolume",
                        wire(pb.NodeUnpublishVolumeRequest(volume_id=vid), wire_field(2, long_path)),
                        "target_path", "a 4096-byte target_path")
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
         self.unpublish(vid, target)
         self.unstage(vid, staging)
 
@@ -203,7 +208,7 @@ class InputBase(DriverTestCase):
                        "parameters key", "a 513-byte parameter key")
         self.check_bad(problems, "CreateVolume", self.create_raw(name, [("usage", "AppDirect"), ("usage", "FileIO")]),
                        "parameters", "a parameter key given twice")
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
 
     def test_06_bad_volume_context(self):
         """Part 4: volume_context keys and values in NodeStageVolume and NodePublishVolume."""
@@ -229,7 +234,7 @@ class InputBase(DriverTestCase):
                            "volume_context value false+%s" % label)
             self.check_bad(problems, "NodePublishVolume", wire(publish, wire_entry(2, b"k" + suffix, "v")),
                            "publish_context key", "publish_context key k+%s" % label)
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
 
     def test_07_secrets(self):
         """Part 4: secrets' keys are checked like any key; their values are opaque bytes:
@@ -248,7 +253,7 @@ class InputBase(DriverTestCase):
                            wire(pb.NodeStageVolumeRequest(volume_id=vid, staging_target_path=staging,
                                                           volume_capability=mount_cap()), wire_entry(5, key, "x")),
                            "secrets key", "NodeStageVolume secrets key token+%s" % label)
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
         secret = b"S3CR3T-\x00-\xff-\n-VALUE"
         code, details, resp = raw_call(self.c.channel, "CreateVolume",
                                        self.create_raw(b"input-sec3", extra=wire_entry(5, "password", secret)))
@@ -278,7 +283,7 @@ class InputBase(DriverTestCase):
                        wire(pb.NodeStageVolumeRequest(volume_id=vid, staging_target_path=staging),
                             wire_field(4, cap_bytes([b"ro"] * 65))),
                        "volume_capability.mount.mount_flags", "65 mount flags")
-        self.assertFalse(problems, "\n".join(problems))
+        self.fail_if(problems, "\n".join(problems))
 
     def test_09_log_holds_no_raw_control_bytes(self):
         """Part 4: what the tests above sent is in the log escaped, never as raw bytes
@@ -286,7 +291,7 @@ class InputBase(DriverTestCase):
         with open(self.driver.log_path, "rb") as f:
             data = f.read()
         bad = sorted({b for b in data if (b < 0x20 and b not in (0x0a,)) or b == 0x7f})
-        self.assertFalse(bad, "control bytes in the driver log: %s" % ["0x%02x" % b for b in bad])
+        self.fail_if(bad, "control bytes in the driver log: %s" % ["0x%02x" % b for b in bad])
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as e:
