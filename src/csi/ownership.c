@@ -58,9 +58,10 @@
  * kept and not served (the action for an unknown device).
  *
  * The state directory: removed while the driver runs, it is recreated by the
- * next CreateVolume or DeleteVolume (and by any record write), which also
- * writes the records of all registered volumes again from memory. Records
- * are removed under the registry lock, so such a rewrite never resurrects a
+ * next CreateVolume, DeleteVolume or GetCapacity, which also writes the
+ * records of all registered volumes again from memory (a record write
+ * elsewhere, e.g. a mkfs marker, recreates the directory alone). Records are
+ * removed under the registry lock, so such a rewrite never resurrects a
  * deleted volume.
  */
 #include "ownership.h"

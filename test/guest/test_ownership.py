@@ -188,6 +188,9 @@ class OwnershipBase(DriverTestCase):
         b = self.create("lost-b", 32 * MiB).volume_id
         shutil.rmtree(type(self).state_dir)
         try:
+            self.capacity()  # the provisioner's periodic call puts the records back
+            self.assertEqual(self.state_files(), {a, b}, "GetCapacity did not restore the records")
+            shutil.rmtree(type(self).state_dir)
             self.delete(a)
             self.assertNotIn(a, self.devices())
             ids = self.listed_ids()
