@@ -223,12 +223,14 @@ def check_generated(overlay):
         "--immediate-topology=false",
         "--enable-capacity",
         "--capacity-ownerref-level=1",
-        "--extra-create-metadata",
         "--timeout=5m",
         "--worker-threads=5",
     ]:
         if a not in prov["args"]:
             p.append(f"external-provisioner lacks {a}")
+    # 1.1's CreateVolume rejects the parameters it adds: a rollback by image swap would fail.
+    if "--extra-create-metadata" in prov["args"]:
+        p.append("external-provisioner has --extra-create-metadata")
     penv = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in prov["env"]}
     if penv != {"NODE_NAME": "spec.nodeName", "NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}:
         p.append(f"external-provisioner env {penv}")

@@ -17,6 +17,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$(realpath "${1:-$REPO/build}")
 TESTS=("manifests and examples accepted by a real API server (kubectl apply --dry-run=server)"
        "webhooks mode and node checks against a real API server"
+       "deploy/ applied over intel/pmem-csi 1.1's objects (test_compat.py)"
        "raw namespace conversion in the guest, node patched through a real API server")
 # Nothing can run without these: every test is skipped, or failed in CI.
 why=
@@ -63,9 +64,11 @@ if ! grep -q '^ok - .*dry-run' "$out"; then
 fi
 /usr/bin/python3 "$REPO/test/k8s/test_k8s.py" "$BUILD" "$KDIR" | tee "$out"
 add "$out" "test_k8s.py"
+/usr/bin/python3 "$REPO/test/k8s/test_compat.py" "$BUILD" "$KDIR" | tee "$out"
+add "$out" "test_compat.py"
 S=0
 if [ "${SKIP_VM:-0}" = 1 ]; then
-    echo "SKIP - ${TESTS[2]} (SKIP_VM=1)"; S=1
+    echo "SKIP - ${TESTS[3]} (SKIP_VM=1)"; S=1
 else
     bash "$REPO/test/vm/run-convert.sh" "$BUILD" "$KDIR/kubeconfig-guest" | tee "$out"
     add "$out" "conversion in the guest"
