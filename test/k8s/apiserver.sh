@@ -1,7 +1,7 @@
 #!/bin/bash
 # apiserver.sh - a throw-away Kubernetes API server for tests: Debian's etcd and a
-# kube-apiserver binary you provide (it is not packaged in Debian; build it from
-# the Kubernetes sources, see DEVELOPERS.md).
+# kube-apiserver binary (not packaged in Debian: ../shared/tools has one, which
+# scripts/test.sh unpacks; see DEVELOPERS.md).
 #
 # usage: test/k8s/apiserver.sh start DIR     (prints nothing; DIR/kubeconfig when ready)
 #        test/k8s/apiserver.sh stop DIR
