@@ -136,7 +136,7 @@ class ConnectionsEmfile(_MetricsGroup):
         port = type(self).port
         code, body, _ = http_get(port, "/healthz")
         self.assertEqual(code, 200, "/healthz before the burst: %s %r" % (code, body))
-        held = []
+        held, problems = [], []
         try:
             for i in range(IDLE_GRPC):
                 held.append(unix_connect(ENDPOINT_PATH))
@@ -149,13 +149,15 @@ class ConnectionsEmfile(_MetricsGroup):
                     break
                 time.sleep(0.5)
             log("/healthz while accepting is impossible: %s %r (%.3f s)" % (code, body.strip(), dt))
+            # Checked after the recovery, so that a run shows both.
+            if code != 503 or "gRPC connections" not in body:
+                problems.append("/healthz while the driver could not accept gRPC connections: %s %r"
+                                % (code, body))
+            code, body, _ = http_get(port, "/metrics/simple")
+            if code != 503:
+                problems.append("/metrics/simple (the liveness probe) meanwhile: %s %r" % (code, body))
             got, dt = fresh_call("Probe", 2)
             log("Probe on a new channel meanwhile: %s after %.2f s" % (code_name(got), dt))
-            self.assertEqual(code, 503, "/healthz while the driver cannot accept gRPC connections: %s %r"
-                             % (code, body))
-            self.assertIn("gRPC connections", body, "/healthz 503 without the reason: %r" % body)
-            code, body, _ = http_get(port, "/metrics/simple")
-            self.assertEqual(code, 503, "/metrics/simple (the liveness probe) meanwhile: %s %r" % (code, body))
         finally:
             for s in held:
                 s.close()
@@ -171,18 +173,20 @@ class ConnectionsEmfile(_MetricsGroup):
         log("after the clients closed: %s" % ", ".join("%s %s at +%.2f s" % (n, code_name(c), t)
                                                         for n, (c, t) in results.items()))
         for name, (got, t) in results.items():
-            self.assertIsNone(got, "%s on a new channel %.1f s after the idle clients closed: %s (the socket "
-                              "stopped accepting for good?)" % (name, t, code_name(got)))
+            if got is not None:
+                problems.append("%s on a new channel %.1f s after the idle clients closed: %s (the socket "
+                                "stopped accepting for good?)" % (name, t, code_name(got)))
         deadline = time.monotonic() + RECOVER_LIMIT
         while True:
             code, body, _ = http_get(port, "/healthz")
             if code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        self.assertEqual(code, 200, "/healthz %.0f s after the idle clients closed: %s %r"
-                         % (RECOVER_LIMIT, code, body))
-        self.assertIn("Accepting gRPC connections again", type(self).driver.log_text(since_start=True),
-                      "no log line about the recovery")
+        if code != 200:
+            problems.append("/healthz %.0f s after the idle clients closed: %s %r" % (RECOVER_LIMIT, code, body))
+        if "Accepting gRPC connections again" not in type(self).driver.log_text(since_start=True):
+            problems.append("no log line about the recovery")
+        self.assertFalse(problems, "; ".join(problems))
 
     def test_silent_client_is_closed(self):
         """A client that never speaks gRPC does not hold its descriptor for long (20 s)."""
