@@ -386,6 +386,9 @@ static int run_node(const struct options *o)
 	if (http)
 		metrics_http_set_liveness(http, grpc_live, server);
 
+	r = sys_ensure_writable("/sys", "/host-sys");
+	if (r < 0)
+		goto out;
 	r = pmem_manager_new(o->device_manager, (unsigned)o->pmem_percentage, &pm);
 	if (r < 0) {
 		log_error_errno(r, "Failed to set up PMEM in %s mode: %m", o->device_manager);

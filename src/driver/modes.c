@@ -7,6 +7,9 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,4 +340,35 @@ out:
 	metrics_free(m);
 	k8s_client_free(c);
 	return r;
+}
+
+static int sys_is_writable(const char *sys)
+{
+	struct statvfs sv;
+
+	if (statvfs(sys, &sv) < 0)
+		return -errno;
+	return !(sv.f_flag & ST_RDONLY);
+}
+
+int sys_ensure_writable(const char *sys, const char *host_sys)
+{
+	int r = sys_is_writable(sys);
+
+	if (r < 0)
+		return log_error_errno(r, "Cannot check whether %s is writable: %m", sys);
+	if (r > 0)
+		return 0;
+	if (access(host_sys, F_OK) < 0)
+		return log_error_errno(-EROFS, "%s is mounted read-only and there is no %s to use instead: cannot "
+					       "manage PMEM", sys, host_sys);
+	if (mount(host_sys, sys, NULL, MS_BIND, NULL) < 0)
+		return log_error_errno(-errno, "%s is mounted read-only; bind-mounting %s onto it failed: %m", sys,
+				       host_sys);
+	r = sys_is_writable(sys);
+	if (r <= 0)
+		return log_error_errno(r < 0 ? r : -EROFS, "Bind-mounting %s onto %s did not make it writable", host_sys,
+				       sys);
+	log_info("%s was mounted read-only: bind-mounted %s onto it, as intel/pmem-csi 1.1 did", sys, host_sys);
+	return 0;
 }

@@ -31,3 +31,12 @@ int run_force_convert(const struct mode_options *o);
 
 /** run_webhooks() - -mode=webhooks (the rescheduler); returns after SIGTERM. */
 int run_webhooks(const struct mode_options *o);
+
+/**
+ * sys_ensure_writable() - make sys (/sys) writable for libndctl and ndctl: when
+ * it is mounted read-only (OpenShift 4.5, containerd issue 3221) and host_sys
+ * (/host-sys, which 1.1's manifests mount from the host's /sys) exists, bind-
+ * mount host_sys onto sys, as intel/pmem-csi 1.1 did. 0 when sys is writable
+ * (then or already); logs and returns -errno otherwise.
+ */
+int sys_ensure_writable(const char *sys, const char *host_sys);

@@ -14,9 +14,12 @@ NodeVolumeOrigin, controllerserver-node.go) accepts and treats the same way."""
 import json
 import os
 import re
+import shlex
+import time
 
 import csi_pb2 as pb
-from csitest import (LVM_ENV, MiB, DriverTestCase, lvs, mounts_at, regions, run, volume_id, wipe_devices)
+from csitest import (LVM_ENV, MiB, Driver, DriverTestCase, lvs, mounts_at, regions, run, volume_id,
+                     wipe_devices)
 
 
 def upstream_state(state_dir, vid, name, size, mode, params=None):
@@ -244,3 +247,52 @@ class UpgradeLVM(UpgradeBase):
 class UpgradeDirect(UpgradeBase):
     group = "upgrade-direct"
     mode = "direct"
+
+
+class ReadOnlySysDriver(Driver):
+    """The driver in a mount namespace whose /sys is read-only, as on OpenShift 4.5;
+    with host_sys, a writable sysfs at /host-sys, as 1.1's manifests mount it."""
+    host_sys = True
+
+    def argv(self):
+        steps = ["mount -o remount,bind,ro /sys"]
+        if self.host_sys:
+            steps += ["mkdir -p /host-sys", "mount -t sysfs sysfs /host-sys"]
+        else:
+            steps += ["! test -e /host-sys || { umount /host-sys 2>/dev/null; rmdir /host-sys; }"]
+        script = " && ".join(steps) + " && exec " + " ".join(shlex.quote(a) for a in super().argv())
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+
+
+class UpgradeReadOnlySys(DriverTestCase):
+    """1.1's /host-sys fallback: with /sys read-only the driver bind-mounts /host-sys onto it."""
+    group = "upgrade-ro-sys"
+    sequential = True
+    start_driver = False
+    clean_devices = True
+
+    def test_01_without_host_sys_fails_clearly(self):
+        d = ReadOnlySysDriver(self.group + "-none", type(self).state_dir)
+        d.host_sys = False
+        d.start(wait=False)
+        try:
+            for _ in range(300):
+                if not d.alive():
+                    break
+                time.sleep(0.1)
+            self.assertFalse(d.alive(), "the driver runs with a read-only /sys")
+            self.assertIn("read-only and there is no /host-sys", d.log_text(), d.log_tail())
+        finally:
+            d.stop()
+
+    def test_02_host_sys_bind_mounted(self):
+        cls = type(self)
+        wipe_devices()  # so that the driver has to write /sys: create its namespaces
+        d = ReadOnlySysDriver(self.group, cls.state_dir)
+        d.start()
+        try:
+            self.assertIn("bind-mounted /host-sys onto it", d.log_text(), d.log_tail())
+            self.assertTrue(any(r.get("namespaces") for r in regions()), "no namespace made")
+        finally:
+            d.stop()
+        run(["rmdir", "/host-sys"], check=False)

@@ -342,6 +342,19 @@ def t_apply_over_v11_direct():
 
 
 @test
+def t_rollback_by_v11_manifests():
+    """rollback: kubectl apply of 1.1's objects over ours (after an upgrade) succeeds"""
+    check_upgrade("lvm")
+    out = kubectl("apply", "-f", "-", input=as_list(v11_objects("lvm")))
+    assert "error" not in out.lower(), out[-2000:]
+    spec = json.loads(kubectl("get", "csidriver", DRV, "-o", "json"))["spec"]
+    assert spec.get("fsGroupPolicy") == "ReadWriteOnceWithFSType", spec
+    ds = json.loads(kubectl("get", "daemonset", "pmem-csi-intel-com-node", "-n", NS, "-o", "json"))
+    images = [c["image"] for c in ds["spec"]["template"]["spec"]["containers"]]
+    assert "intel/pmem-csi-driver:v1.1.0" in images, images
+
+
+@test
 def t_immutable_field_caught():
     """the check can fail: a CSIDriver that changes an immutable field is refused over 1.1's"""
     install_v11("lvm")
