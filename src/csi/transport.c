@@ -661,7 +661,7 @@ static int preface_check(int fd)
 static void *acceptor_thread(void *arg)
 {
 	struct csi_server *s = arg;
-	struct pending pending[PENDING_MAX];
+	struct pending pending[PENDING_MAX] = {};
 	struct pollfd p[2 + PENDING_MAX];
 	struct timespec backoff_until = {};
 	size_t n_pending = 0;
