@@ -137,7 +137,7 @@ struct csi_server {
 	/* Accepting: 0, or the errno of the first failure of a failing spell. */
 	int accept_errno;
 	struct timespec accept_failing_since; /* CLOCK_MONOTONIC */
-	uint64_t accepted, accept_failures;
+	uint64_t refused; /* attempts that failed in the current spell */
 	struct call *work_head, *work_tail;
 	size_t work_len;
 	bool stopping_workers;
@@ -598,21 +598,24 @@ static void accept_result(struct csi_server *s, int err)
 {
 	bool started = false, recovered = false;
 	double failed_for = 0;
+	uint64_t attempts = 0;
 
 	pthread_mutex_lock(&s->lock);
 	if (err == 0) {
-		s->accepted++;
 		recovered = s->accept_errno != 0;
-		if (recovered)
+		if (recovered) {
 			failed_for = elapsed_s(&s->accept_failing_since);
+			attempts = s->refused;
+		}
 		s->accept_errno = 0;
+		s->refused = 0;
 	} else {
-		s->accept_failures++;
 		started = s->accept_errno == 0;
 		if (started) {
 			s->accept_errno = err;
 			clock_gettime(CLOCK_MONOTONIC, &s->accept_failing_since);
 		}
+		s->refused++;
 	}
 	pthread_mutex_unlock(&s->lock);
 	/* Once per spell, not once per attempt. */
@@ -620,7 +623,8 @@ static void accept_result(struct csi_server *s, int err)
 		log_error_errno(err, "Cannot accept gRPC connections on %s (open-file limit %llu, %d kept in reserve): %m; retrying every %d ms",
 				s->cfg.endpoint, (unsigned long long)s->fd_limit, FD_RESERVE, ACCEPT_BACKOFF_MS);
 	if (recovered)
-		log_info("Accepting gRPC connections again after %.1f s", failed_for);
+		log_info("Accepting gRPC connections again after %.1f s (%llu attempts failed)", failed_for,
+			 (unsigned long long)attempts);
 }
 
 /* An accepted connection that has not sent the whole HTTP/2 preface yet. */
@@ -674,7 +678,7 @@ static int preface_check(int fd)
 static void *acceptor_thread(void *arg)
 {
 	struct csi_server *s = arg;
-	struct pending pending[PENDING_MAX];
+	struct pending pending[PENDING_MAX] = {};
 	struct pollfd p[2 + PENDING_MAX];
 	struct timespec backoff_until = {};
 	size_t n_pending = 0;
