@@ -2,6 +2,10 @@
 # install-deps.sh - install every build and test dependency on Debian 12 (root).
 # Idempotent: apt runs only when something is missing. The QEMU test VM's own
 # needs (qemu, a Debian kernel unpacked into a cache) are in test/vm/setup-host.sh.
+# The test peers that Debian lacks (csi-sanity, kube-apiserver) come from
+# ../shared/tools (scripts/test.sh unpacks them). kubectl is not installed here:
+# Debian 12's kubernetes-client is 1.20, whose kustomize cannot build deploy/
+# and which has no `kubectl create token`; this script says when it is missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -17,6 +21,8 @@ PKGS=(
     python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-yaml
     # test VM
     qemu-system-x86 busybox-static kmod xz-utils zstd bc
+    # tests against a real API server (test/k8s/apiserver.sh): etcd, certificates, readiness
+    etcd-server openssl curl
 )
 
 missing=()
@@ -33,3 +39,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "install-deps: all ${#PKGS[@]} packages present"
+command -v kubectl >/dev/null ||
+    echo "install-deps: kubectl (v1.24 or newer) is not installed and Debian 12 has no usable one: the manifest and API server tests need it" >&2

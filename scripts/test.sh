@@ -1,15 +1,28 @@
 #!/bin/bash
 # test.sh - the whole test suite, from a fresh Debian 12 machine (root):
 #   dependencies, gcc and clang builds with --werror, unit tests, the unit tests
-#   under ASan+UBSan and under valgrind, the in-guest CSI suite on emulated PMEM
-#   (QEMU), and csi-sanity in the guest when CSI_SANITY points to a binary.
+#   under ASan+UBSan and under valgrind, the fuzz corpora, the deployment
+#   manifests, the in-guest CSI suite on emulated PMEM (QEMU), csi-sanity in the
+#   guest in LVM and in direct mode, and the tests against a real Kubernetes API
+#   server (manifest dry-runs, rescheduler with the RBAC of deploy/, conversion
+#   with a node patch).
 # Ends with one line "N passed, N failed"; exit status 1 if anything failed.
 #
+# The test peers (csi-sanity, kube-apiserver, ...) are not in Debian: they come
+# from ../shared/tools beside the repository, whose unpack.sh decompresses them
+# into a cache outside the repository. A missing peer or tool (that folder,
+# a binary, kubectl, etcd) is a failed test when CI=true, a skipped one (with
+# the reason) otherwise.
+#
 # Environment:
+#   CI=true            a missing test peer or tool fails instead of being skipped
 #   SKIP_VM=1          leave out the QEMU parts (they are counted as skipped)
-#   CSI_SANITY=PATH    csi-sanity binary (built from kubernetes-csi/csi-test); unset = skipped
-#   KUBE_APISERVER=PATH  kube-apiserver binary for the tests against a real API server
-#                      (manifest dry-runs, webhooks and conversion modes); unset = skipped
+#   PMEM_CSI_TOOLS=DIR where unpack.sh and the compressed peers are (default: ../shared/tools
+#                      beside the repository)
+#   PMEM_CSI_TOOLS_CACHE=DIR  where they are unpacked (default ~/.cache/pmem-csi-tools)
+#   CSI_SANITY, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET,
+#   CSI_PROVISIONER, CSI_NODE_DRIVER_REGISTRAR=PATH  a binary of your own instead of
+#                      the unpacked one (an explicit variable always wins)
 #   STRESS_WORKERS / STRESS_VOLUMES   size of the in-guest stress test (default 10 x 20; full: 10 x 50)
 #   CRASH_ITERATIONS   SIGKILL injections per device mode (default 200)
 set -uo pipefail
@@ -37,6 +50,11 @@ absorb() { # absorb NAME LOGFILE STATUS
     if [ "$3" != 0 ] && [ "$f" = 0 ]; then result fail "$1" "status $3 but no failed test; see $2"; fi
     echo "== $1: $line"
 }
+# A test that cannot run for want of a tool: a failure in CI, else a skip.
+missing() { # missing NAME WHY
+    if [ "${CI:-}" = true ]; then result fail "$1" "$2; CI=true: a missing tool is a failure"
+    else result skip "$1" "$2"; fi
+}
 step() { # step NAME LOGFILE cmd...: run, pass/fail by exit status, show the tail on failure
     local name=$1 log=$2; shift 2
     if "$@" >"$log" 2>&1; then result ok "$name"; else result fail "$name" "see $log"; tail -20 "$log" | sed 's/^/    /'; fi
@@ -45,6 +63,33 @@ step() { # step NAME LOGFILE cmd...: run, pass/fail by exit status, show the tai
 echo "== dependencies"
 bash scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 [ "${SKIP_VM:-0}" = 1 ] || bash test/vm/setup-host.sh >/dev/null || { echo "FAIL - VM host setup"; echo "0 passed, 1 failed"; exit 1; }
+
+echo "== test peers (csi-sanity, Kubernetes binaries) from ${PMEM_CSI_TOOLS:-../shared/tools}"
+TOOLS_SRC=${PMEM_CSI_TOOLS:-$REPO/../shared/tools}
+TOOLS_CACHE=${PMEM_CSI_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmem-csi-tools}
+TOOLS=
+if [ -f "$TOOLS_SRC/unpack.sh" ]; then
+    # unpack.sh checks every binary against SHA256SUMS and prints the folder.
+    if TOOLS=$(bash "$TOOLS_SRC/unpack.sh" "$TOOLS_CACHE" 2>"$LOG/tools.log" | tail -1) && [ -d "$TOOLS" ]; then
+        result ok "test peers unpacked from $TOOLS_SRC into $TOOLS"
+    else
+        TOOLS=; result fail "unpack test peers from $TOOLS_SRC" "see $LOG/tools.log"; cat "$LOG/tools.log"
+    fi
+else
+    missing "test peers" "no $TOOLS_SRC/unpack.sh (set PMEM_CSI_TOOLS to the folder that has it)"
+fi
+# Default each peer's variable to the unpacked binary; an explicit one wins.
+peer() { # peer VAR FILE
+    if [ -z "${!1:-}" ] && [ -n "$TOOLS" ] && [ -x "$TOOLS/$2" ]; then export "$1=$TOOLS/$2"; fi
+    echo "   $1=${!1:-(none)}"
+}
+peer CSI_SANITY csi-sanity
+peer KUBE_APISERVER kube-apiserver
+peer KUBE_CONTROLLER_MANAGER kube-controller-manager
+peer KUBE_SCHEDULER kube-scheduler
+peer KUBELET kubelet
+peer CSI_PROVISIONER csi-provisioner
+peer CSI_NODE_DRIVER_REGISTRAR csi-node-driver-registrar
 
 echo "== builds"
 build() { # build DIR CC [meson options...]
@@ -70,7 +115,7 @@ for t in build/test/unit/test-*; do
         || { result fail "$n under valgrind" "see $LOG/$n-valgrind.log"; tail -20 "$LOG/$n-valgrind.log"; }
 done
 
-echo "== fuzz corpora (test/fuzz), also under ASan+UBSan"
+echo "== fuzz corpora (test/fuzz), also under ASan+UBSan: one test per corpus"
 for t in build/test/fuzz/fuzz-*; do
     n=$(basename "$t")
     [ -f "$t" ] && [ -x "$t" ] && [ "${n%-libfuzzer}" = "$n" ] || continue
@@ -83,16 +128,27 @@ done
 
 echo "== deployment manifests"
 if command -v kubectl >/dev/null; then
-    bash test/deploy/check-manifests.sh >"$LOG/manifests.log" 2>&1; rc=$?
+    # The dry-runs against a server are in the API server group below.
+    CHECK_MANIFESTS_DRY_RUN=elsewhere bash test/deploy/check-manifests.sh >"$LOG/manifests.log" 2>&1; rc=$?
     grep -aE '^(FAIL|SKIP) - ' "$LOG/manifests.log" | sed 's/^/    /'
     absorb "deployment manifests" "$LOG/manifests.log" $rc
 else
-    result skip "deployment manifests" "kubectl is not installed"
+    missing "deployment manifests" "kubectl is not installed (Debian 12's kubernetes-client 1.20 is too old; see DEVELOPERS.md)"
 fi
 
+# The manifest dry-runs and the rescheduler run on the host; the conversion with
+# a node patch runs in a guest (skipped with SKIP_VM=1).
+echo "== against a real Kubernetes API server (kube-apiserver, etcd, kubectl)"
+bash test/k8s/run-k8s-tests.sh build >"$LOG/k8s.log" 2>&1; rc=$?
+grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/k8s.log" | sed 's/^/    /'
+SKIPPED=$((SKIPPED + $(grep -c '^SKIP - ' "$LOG/k8s.log")))
+absorb "real API server" "$LOG/k8s.log" $rc
+
 if [ "${SKIP_VM:-0}" = 1 ]; then
-    result skip "in-guest CSI suite" "SKIP_VM=1"
-    result skip "csi-sanity" "SKIP_VM=1"
+    for t in "in-guest CSI suite" "Kata images as NVDIMMs" "raw namespace conversion" \
+             "csi-sanity (lvm mode)" "csi-sanity (direct mode)"; do
+        result skip "$t" "SKIP_VM=1"
+    done
 else
     echo "== in-guest CSI suite (QEMU, emulated NVDIMMs)"
     bash test/vm/run-guest-suite.sh build >"$LOG/guest.log" 2>&1; rc=$?
@@ -106,18 +162,18 @@ else
     bash test/vm/run-convert.sh build >"$LOG/convert.log" 2>&1; rc=$?
     grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/convert.log" | sed 's/^/    /'
     absorb "raw namespace conversion" "$LOG/convert.log" $rc
-    echo "== against a real Kubernetes API server (KUBE_APISERVER)"
-    bash test/k8s/run-k8s-tests.sh build >"$LOG/k8s.log" 2>&1; rc=$?
-    grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/k8s.log" | sed 's/^/    /'
-    SKIPPED=$((SKIPPED + $(grep -c '^SKIP - ' "$LOG/k8s.log")))
-    absorb "real API server" "$LOG/k8s.log" $rc
-    if [ -n "${CSI_SANITY:-}" ]; then
-        echo "== csi-sanity (LVM mode, in the guest)"
-        bash test/sanity/run-sanity.sh build "$CSI_SANITY" >"$LOG/sanity.log" 2>&1; rc=$?
-        absorb "csi-sanity" "$LOG/sanity.log" $rc
-    else
-        result skip "csi-sanity" "CSI_SANITY is not set: build csi-sanity from kubernetes-csi/csi-test (see DEVELOPERS.md)"
-    fi
+    for mode in lvm direct; do
+        if [ -n "${CSI_SANITY:-}" ] && [ -x "$CSI_SANITY" ]; then
+            echo "== csi-sanity ($mode mode, in the guest)"
+            t=$(date +%s)
+            bash test/sanity/run-sanity.sh build "$CSI_SANITY" $mode >"$LOG/sanity-$mode.log" 2>&1; rc=$?
+            grep -aE '^\[FAIL\]|Ran [0-9]+ of|[0-9]+ Passed \|' "$LOG/sanity-$mode.log" | sed 's/^/    /'
+            echo "    ($(( $(date +%s) - t )) s)"
+            absorb "csi-sanity ($mode mode)" "$LOG/sanity-$mode.log" $rc
+        else
+            missing "csi-sanity ($mode mode)" "no csi-sanity binary (CSI_SANITY=${CSI_SANITY:-unset}; it comes from ../shared/tools)"
+        fi
+    done
 fi
 
 echo "== total time $(( $(date +%s) - T0 )) s; logs in $LOG; $SKIPPED skipped"

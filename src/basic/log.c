@@ -93,6 +93,13 @@ static void key_value(struct strbuf *b, const char *key, const char *value)
 	}
 }
 
+static void (*error_hook)(const char *msg);
+
+void log_set_error_hook(void (*fn)(const char *msg))
+{
+	error_hook = fn;
+}
+
 int log_internal(enum log_level level, int v, int err, const char *file, int line,
 		 const char *format, ...)
 {
@@ -105,6 +112,8 @@ int log_internal(enum log_level level, int v, int err, const char *file, int lin
 	va_start(ap, format);
 	vsnprintf(msg, sizeof(msg), format, ap);
 	va_end(ap);
+	if (level == LOG_LEVEL_ERROR && error_hook)
+		error_hook(msg);
 
 	header(&b, level, v, file, line, msg);
 	if (err > 0)

@@ -29,6 +29,13 @@ enum log_format {
  */
 void log_setup(enum log_format format, int verbosity);
 
+/**
+ * log_set_error_hook() - call fn with the text of every error-level message
+ * (after formatting, %m expanded), from the logging thread. main() uses it to
+ * keep the last error for the termination log.
+ */
+void log_set_error_hook(void (*fn)(const char *msg));
+
 /** log_get_verbosity() - the -v level in effect. */
 int log_get_verbosity(void);
 

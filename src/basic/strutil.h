@@ -14,13 +14,18 @@
 
 int safe_atou64(const char *s, uint64_t *ret);
 int safe_atoi(const char *s, int *ret);
-/** parse_bool() - "true"/"false" (any case), "1"/"0", "yes"/"no", "on"/"off". */
+/**
+ * parse_bool() - Go's strconv.ParseBool, as Kubernetes and intel/pmem-csi parse
+ * booleans: 1 t T TRUE true True, 0 f F FALSE false False. Nothing else.
+ */
 int parse_bool(const char *s, bool *ret);
 /**
- * parse_quantity() - a Kubernetes resource quantity as bytes: plain integers,
- * decimal exponents ("1e9"), SI suffixes (k, M, G, T, P, E) and binary suffixes
- * (Ki, Mi, Gi, Ti, Pi, Ei). Fractions are rounded up to the next byte.
- * Negative values and milli-units are rejected.
+ * parse_quantity() - a Kubernetes resource quantity as resource.Quantity.Value()
+ * returns it (bytes): the grammar of apimachinery's ParseQuantity (sign,
+ * digits, fraction, suffixes n u m k M G T P E Ki..Ei, exponents e<int>/E<int>),
+ * rounded up to a whole byte, binary-suffixed values capped at 2^63-1.
+ * -EINVAL where Kubernetes rejects the string; -ERANGE for negative values and
+ * decimal values above 2^63-1 (where Go's Value() wraps or returns 0).
  */
 int parse_quantity(const char *s, uint64_t *ret);
 bool startswith(const char *s, const char *prefix);

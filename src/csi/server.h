@@ -95,8 +95,29 @@ struct csi_server_config {
 
 struct csi_server;
 
-/** csi_server_start() - bind the endpoint and start serving. */
+/**
+ * csi_server_start() - bind the endpoint and start serving.
+ *
+ * Connections are accepted by the transport itself (not by gRPC's listener),
+ * which keeps FD_RESERVE descriptors free and never stops accepting for good.
+ * Per connection: at most 100 concurrent calls, closed after 5 minutes
+ * without a call, keepalive pings while calls run.
+ */
 int csi_server_start(const struct csi_server_config *config, struct csi_server **ret);
+
+/**
+ * csi_server_check() - whether clients can still connect, for the liveness check.
+ * @s: the server.
+ * @reason: filled with why not, in one line.
+ * @reason_len: size of @reason.
+ *
+ * Cheap (a few system calls, no connection); safe from any thread.
+ *
+ * Return: 0; -EMFILE (or the errno accept4() failed with) when connections
+ * could not be accepted for a second or more, or no file descriptor is left
+ * for a new one; -ENOENT when the unix socket was removed or replaced.
+ */
+int csi_server_check(struct csi_server *s, char *reason, size_t reason_len);
 
 /**
  * csi_server_stop() - stop accepting calls, let in-flight calls finish (up to

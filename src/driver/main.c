@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "basic/log.h"
@@ -45,13 +47,28 @@ struct options {
 	bool version;
 };
 
-enum flag_kind { FLAG_STRING, FLAG_INT, FLAG_BOOL, FLAG_IGNORED, FLAG_IGNORED_BOOL };
+enum flag_kind {
+	FLAG_STRING,
+	FLAG_INT,
+	FLAG_BOOL,
+	FLAG_IGNORED,      /* upstream's deprecated flags: a value, no effect */
+	FLAG_IGNORED_BOOL,
+	FLAG_KLOG,         /* klog's flags that 1.1 accepts: value checked as klog does, not applied */
+	FLAG_KLOG_BOOL,
+};
 
 struct flag {
 	const char *name;
 	enum flag_kind kind;
 	void *target;
 	const char *help;
+	int (*check)(const char *value); /* FLAG_KLOG: klog's own validation of the value */
+};
+
+/* Which klog flags were given, for the one start-up line that says they are not applied. */
+struct klog_seen {
+	char text[512];
+	size_t len;
 };
 
 static void usage(const struct flag *flags, size_t n)
@@ -62,19 +79,88 @@ static void usage(const struct flag *flags, size_t n)
 			fprintf(stderr, "  -%s\n    \t%s\n", flags[i].name, flags[i].help);
 }
 
-/* Go's flag syntax: -name=value, --name=value, -name value; booleans as -name or -name=false. */
-static int parse_flags(int argc, char **argv, const struct flag *flags, size_t n)
+/* klog's -log_file_max_size: a uint64 (megabytes). */
+static int check_uint64(const char *v)
+{
+	uint64_t u;
+
+	return safe_atou64(v, &u);
+}
+
+/* klog's -stderrthreshold: a severity name or number (INFO..FATAL, 0..3). */
+static int check_severity(const char *v)
+{
+	static const char *const names[] = { "INFO", "WARNING", "ERROR", "FATAL", "0", "1", "2", "3" };
+
+	for (size_t i = 0; i < ELEMENTSOF(names); i++)
+		if (strcasecmp(v, names[i]) == 0)
+			return 0;
+	return -EINVAL;
+}
+
+/* klog's -vmodule: comma-separated pattern=N (empty is allowed). */
+static int check_vmodule(const char *v)
+{
+	_cleanup_free_ char *copy = strdup(v);
+	char *save = NULL;
+	int n;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq || eq == tok || safe_atoi(eq + 1, &n) < 0)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* klog's -log_backtrace_at: empty, or file:line. */
+static int check_trace_location(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	int n;
+
+	if (!*v)
+		return 0;
+	if (!colon || colon == v || safe_atoi(colon + 1, &n) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+static void klog_seen_add(struct klog_seen *k, const char *name, const char *value)
+{
+	int n = snprintf(k->text + k->len, sizeof(k->text) - k->len, "%s-%s%s%s", k->len ? " " : "", name,
+			 value ? "=" : "", value ? value : "");
+
+	if (n > 0 && (size_t)n < sizeof(k->text) - k->len)
+		k->len += (size_t)n;
+}
+
+/*
+ * Go's flag syntax, as 1.1's flag.Parse(): -name=value, --name=value, -name
+ * value; booleans as -name or -name=<strconv.ParseBool>. Parsing stops at
+ * "--" or at the first argument that is not a flag; like 1.1 the rest is
+ * ignored (said so on stderr).
+ */
+static int parse_flags(int argc, char **argv, const struct flag *flags, size_t n, struct klog_seen *klog)
 {
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *eq, *value = NULL;
 		char name[64];
 		size_t len, j;
 
+		if (streq_ptr(a, "--"))
+			break;
 		if (a[0] != '-' || a[1] == 0) {
-			fprintf(stderr, "pmem-csi-driver: unexpected argument \"%s\"\n", a);
-			return -EINVAL;
+			fprintf(stderr, "pmem-csi-driver: ignoring the arguments from \"%s\" on (not flags)\n", a);
+			break;
 		}
 		a += a[1] == '-' ? 2 : 1;
+		if (a[0] == '-' || a[0] == '=') {
+			fprintf(stderr, "pmem-csi-driver: bad flag syntax: %s\n", argv[i]);
+			return -EINVAL;
+		}
 		eq = strchr(a, '=');
 		len = eq ? (size_t)(eq - a) : strlen(a);
 		if (len >= sizeof(name)) {
@@ -97,7 +183,7 @@ static int parse_flags(int argc, char **argv, const struct flag *flags, size_t n
 		}
 		if (eq)
 			value = eq + 1;
-		if (flags[j].kind == FLAG_BOOL || flags[j].kind == FLAG_IGNORED_BOOL) {
+		if (flags[j].kind == FLAG_BOOL || flags[j].kind == FLAG_IGNORED_BOOL || flags[j].kind == FLAG_KLOG_BOOL) {
 			bool b = true;
 			if (value && parse_bool(value, &b) < 0) {
 				fprintf(stderr, "pmem-csi-driver: invalid boolean value \"%s\" for -%s\n", value, name);
@@ -105,6 +191,10 @@ static int parse_flags(int argc, char **argv, const struct flag *flags, size_t n
 			}
 			if (flags[j].kind == FLAG_BOOL)
 				*(bool *)flags[j].target = b;
+			/* We always log to stderr: -logtostderr (true) is what we do. */
+			if (flags[j].kind == FLAG_KLOG_BOOL && !(streq_ptr(name, "logtostderr") && b) &&
+			    !streq_ptr(name, "alsologtostderr"))
+				klog_seen_add(klog, name, b ? NULL : "false");
 			continue;
 		}
 		if (!value) {
@@ -125,11 +215,54 @@ static int parse_flags(int argc, char **argv, const struct flag *flags, size_t n
 				return -EINVAL;
 			}
 			break;
+		case FLAG_KLOG:
+			if (flags[j].check && flags[j].check(value) < 0) {
+				fprintf(stderr, "pmem-csi-driver: invalid value \"%s\" for flag -%s\n", value, name);
+				return -EINVAL;
+			}
+			klog_seen_add(klog, name, value);
+			break;
 		default:
 			break;
 		}
 	}
 	return 0;
+}
+
+/*
+ * TERMINATION_LOG_PATH: 1.1 writes the error that ends the program there
+ * (pmem-common ExitError), which kubelet shows as the container's
+ * termination message. The last error logged is that error.
+ */
+static pthread_mutex_t last_error_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[1024];
+
+static void remember_error(const char *msg)
+{
+	pthread_mutex_lock(&last_error_lock);
+	snprintf(last_error, sizeof(last_error), "%s", msg);
+	pthread_mutex_unlock(&last_error_lock);
+}
+
+static void write_termination_log(int r)
+{
+	const char *path = getenv("TERMINATION_LOG_PATH");
+	_cleanup_free_ char *msg = NULL;
+	FILE *f;
+
+	if (!path || !*path)
+		return;
+	pthread_mutex_lock(&last_error_lock);
+	msg = last_error[0] ? xasprintf("pmem-csi-driver failed: %s", last_error)
+			    : xasprintf("pmem-csi-driver failed: %s", strerror(-r));
+	pthread_mutex_unlock(&last_error_lock);
+	f = fopen(path, "we");
+	if (!f || !msg || fputs(msg, f) < 0 || fclose(f) != 0) {
+		if (f)
+			fclose(f);
+		fprintf(stderr, "Can not create termination log file: %s\n", path);
+		return;
+	}
 }
 
 static void log_ready(const struct pmem_manager *pm, const struct pmem_capacity *cap)
@@ -163,6 +296,40 @@ static void metrics_unowned(void *userdata, uint64_t *unreadable_state, uint64_t
 static bool metrics_ready(void *userdata)
 {
 	return csi_driver_ready(userdata);
+}
+
+/* Liveness: the CSI socket still takes connections (see csi_server_check()). */
+static bool grpc_live(void *userdata, char *reason, size_t reason_len)
+{
+	return csi_server_check(userdata, reason, reason_len) >= 0;
+}
+
+/*
+ * Every gRPC and HTTP client holds a file descriptor, and the usual soft limit
+ * of 1024 goes with a thousand idle clients: take what the hard limit allows,
+ * as systemd does for its services. Nothing in the driver uses select(), the
+ * one API that breaks with descriptors above 1023.
+ */
+static void raise_open_file_limit(void)
+{
+	struct rlimit rl;
+	rlim_t old;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warning_errno(errno, "Cannot read the open-file limit: %m");
+		return;
+	}
+	if (rl.rlim_cur >= rl.rlim_max)
+		return;
+	old = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warning_errno(errno, "Cannot raise the open-file limit from %llu to %llu: %m",
+				  (unsigned long long)old, (unsigned long long)rl.rlim_max);
+		return;
+	}
+	log_v(2, "Raised the open-file limit from %llu to %llu", (unsigned long long)old,
+	      (unsigned long long)rl.rlim_max);
 }
 
 static void metrics_observer(const char *method, enum csi_code code, double seconds, void *userdata)
@@ -216,6 +383,8 @@ static int run_node(const struct options *o)
 	r = csi_server_start(&scfg, &server);
 	if (r < 0)
 		goto out;
+	if (http)
+		metrics_http_set_liveness(http, grpc_live, server);
 
 	r = pmem_manager_new(o->device_manager, (unsigned)o->pmem_percentage, &pm);
 	if (r < 0) {
@@ -246,11 +415,13 @@ out:
 	return r;
 }
 
+static const char default_nodeid[] = "nodeid";
+
 int main(int argc, char **argv)
 {
 	struct options o = {
 		.drivername = "pmem-csi.intel.com",
-		.nodeid = "nodeid",
+		.nodeid = default_nodeid,
 		.endpoint = "unix:///tmp/pmem-csi.sock",
 		.mode = "node",
 		.device_manager = "lvm",
@@ -259,37 +430,48 @@ int main(int argc, char **argv)
 		.pmem_percentage = 100,
 	};
 	const struct flag flags[] = {
-		{ "drivername", FLAG_STRING, &o.drivername, "name of the driver (default \"pmem-csi.intel.com\")" },
-		{ "nodeid", FLAG_STRING, &o.nodeid, "node id (default \"nodeid\")" },
-		{ "endpoint", FLAG_STRING, &o.endpoint, "PMEM CSI endpoint (default \"unix:///tmp/pmem-csi.sock\")" },
-		{ "mode", FLAG_STRING, &o.mode, "driver run mode: node, webhooks, force-convert-raw-namespaces (default \"node\")" },
-		{ "deviceManager", FLAG_STRING, &o.device_manager, "device manager to use to manage pmem devices, supported types: 'lvm' or 'direct' (= 'ndctl') (default \"lvm\")" },
-		{ "statePath", FLAG_STRING, &o.state_path, "directory path where to persist the state of the driver, defaults to /var/lib/<drivername>" },
-		{ "pmemPercentage", FLAG_INT, &o.pmem_percentage, "percentage of space to be used by the driver in each PMEM region (default 100)" },
-		{ "metricsListen", FLAG_STRING, &o.metrics_listen, "listen address (like :8001) for prometheus metrics endpoint, disabled by default" },
-		{ "metricsPath", FLAG_STRING, &o.metrics_path, "The HTTP path where prometheus metrics will be exposed. (default \"/metrics\")" },
-		{ "nodeSelector", FLAG_STRING, &o.node_selector, "JSON representation of the node selector labels (default {\"storage\":\"pmem\"})" },
-		{ "kubeconfig", FLAG_STRING, &o.kubeconfig, "kubeconfig file for -mode=webhooks and force-convert-raw-namespaces (default: in-cluster, else $KUBECONFIG)" },
-		{ "rescheduleSeconds", FLAG_INT, &o.reschedule_seconds, "-mode=webhooks: seconds between passes over the PVCs (default 10)" },
-		{ "logging-format", FLAG_STRING, &o.logging_format, "Sets the log format. Permitted formats: \"json\", \"text\". (default \"text\")" },
-		{ "v", FLAG_INT, &o.verbosity, "number for the log level verbosity" },
-		{ "version", FLAG_BOOL, &o.version, "display version information and exit" },
+		{ "drivername", FLAG_STRING, &o.drivername, "name of the driver (default \"pmem-csi.intel.com\")", NULL },
+		{ "nodeid", FLAG_STRING, &o.nodeid, "node id (default \"nodeid\")", NULL },
+		{ "endpoint", FLAG_STRING, &o.endpoint, "PMEM CSI endpoint (default \"unix:///tmp/pmem-csi.sock\")", NULL },
+		{ "mode", FLAG_STRING, &o.mode, "driver run mode: node, webhooks, force-convert-raw-namespaces (default \"node\")", NULL },
+		{ "deviceManager", FLAG_STRING, &o.device_manager, "device manager to use to manage pmem devices, supported types: 'lvm' or 'direct' (= 'ndctl') (default \"lvm\")", NULL },
+		{ "statePath", FLAG_STRING, &o.state_path, "directory path where to persist the state of the driver, defaults to /var/lib/<drivername>", NULL },
+		{ "pmemPercentage", FLAG_INT, &o.pmem_percentage, "percentage of space to be used by the driver in each PMEM region (default 100)", NULL },
+		{ "metricsListen", FLAG_STRING, &o.metrics_listen, "listen address (like :8001) for prometheus metrics endpoint, disabled by default", NULL },
+		{ "metricsPath", FLAG_STRING, &o.metrics_path, "The HTTP path where prometheus metrics will be exposed. (default \"/metrics\")", NULL },
+		{ "nodeSelector", FLAG_STRING, &o.node_selector, "JSON representation of the node selector labels (default {\"storage\":\"pmem\"})", NULL },
+		{ "kubeconfig", FLAG_STRING, &o.kubeconfig, "kubeconfig file for -mode=webhooks and force-convert-raw-namespaces (default: in-cluster, else $KUBECONFIG)", NULL },
+		{ "rescheduleSeconds", FLAG_INT, &o.reschedule_seconds, "-mode=webhooks: seconds between passes over the PVCs (default 10)", NULL },
+		{ "logging-format", FLAG_STRING, &o.logging_format, "Sets the log format. Permitted formats: \"json\", \"text\". (default \"text\")", NULL },
+		{ "v", FLAG_INT, &o.verbosity, "number for the log level verbosity", NULL },
+		{ "version", FLAG_BOOL, &o.version, "display version information and exit", NULL },
 		/* Accepted for compatibility with upstream deployments; no effect. */
-		{ "caFile", FLAG_IGNORED, NULL, NULL },
-		{ "certFile", FLAG_IGNORED, NULL, NULL },
-		{ "keyFile", FLAG_IGNORED, NULL, NULL },
-		{ "schedulerListen", FLAG_IGNORED, NULL, NULL },
-		{ "insecureSchedulerListen", FLAG_IGNORED, NULL, NULL },
-		{ "kube-api-qps", FLAG_IGNORED, NULL, NULL },
-		{ "kube-api-burst", FLAG_IGNORED, NULL, NULL },
-		{ "vmodule", FLAG_IGNORED, NULL, NULL },
-		{ "logtostderr", FLAG_IGNORED_BOOL, NULL, NULL },
-		{ "alsologtostderr", FLAG_IGNORED_BOOL, NULL, NULL },
+		{ "caFile", FLAG_IGNORED, NULL, NULL, NULL },
+		{ "certFile", FLAG_IGNORED, NULL, NULL, NULL },
+		{ "keyFile", FLAG_IGNORED, NULL, NULL, NULL },
+		{ "schedulerListen", FLAG_IGNORED, NULL, NULL, NULL },
+		{ "insecureSchedulerListen", FLAG_IGNORED, NULL, NULL, NULL },
+		{ "kube-api-qps", FLAG_IGNORED, NULL, NULL, NULL },
+		{ "kube-api-burst", FLAG_IGNORED, NULL, NULL, NULL },
+		/* klog's flags (klog.InitFlags in 1.1): accepted, values checked, not applied. */
+		{ "log_dir", FLAG_KLOG, NULL, NULL, NULL },
+		{ "log_file", FLAG_KLOG, NULL, NULL, NULL },
+		{ "log_file_max_size", FLAG_KLOG, NULL, NULL, check_uint64 },
+		{ "logtostderr", FLAG_KLOG_BOOL, NULL, NULL, NULL },
+		{ "alsologtostderr", FLAG_KLOG_BOOL, NULL, NULL, NULL },
+		{ "stderrthreshold", FLAG_KLOG, NULL, NULL, check_severity },
+		{ "skip_headers", FLAG_KLOG_BOOL, NULL, NULL, NULL },
+		{ "skip_log_headers", FLAG_KLOG_BOOL, NULL, NULL, NULL },
+		{ "add_dir_header", FLAG_KLOG_BOOL, NULL, NULL, NULL },
+		{ "one_output", FLAG_KLOG_BOOL, NULL, NULL, NULL },
+		{ "log_backtrace_at", FLAG_KLOG, NULL, NULL, check_trace_location },
+		{ "vmodule", FLAG_KLOG, NULL, NULL, check_vmodule },
 	};
+	struct klog_seen klog = {};
 	sigset_t mask;
 	int r;
 
-	if (parse_flags(argc, argv, flags, ELEMENTSOF(flags)) < 0)
+	if (parse_flags(argc, argv, flags, ELEMENTSOF(flags), &klog) < 0)
 		return 2;
 	if (o.version) {
 		printf("%s\n", PMEM_CSI_VERSION);
@@ -308,6 +490,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_setup(streq_ptr(o.logging_format, "json") ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, o.verbosity);
+	log_set_error_hook(remember_error);
+	if (klog.len)
+		log_info("Accepted for compatibility but not applied (this driver logs to stderr only, without "
+			 "per-file verbosity): %s", klog.text);
+	/* 1.1's manifests pass -nodeid=$(KUBE_NODE_NAME); without -nodeid, use it directly. */
+	if (o.nodeid == default_nodeid && getenv("KUBE_NODE_NAME") && *getenv("KUBE_NODE_NAME"))
+		o.nodeid = getenv("KUBE_NODE_NAME");
 
 	/* Block the shutdown signals in every thread (threads inherit the mask);
 	 * the main thread collects them with sigwait(). */
@@ -322,6 +511,7 @@ int main(int argc, char **argv)
 
 	log_info("pmem-csi-driver %s starting: mode %s, driver %s, node %s", PMEM_CSI_VERSION, o.mode,
 		 o.drivername, o.nodeid);
+	raise_open_file_limit();
 	if (streq_ptr(o.mode, "node"))
 		r = run_node(&o);
 	else if (streq_ptr(o.mode, "webhooks") || streq_ptr(o.mode, "force-convert-raw-namespaces")) {
@@ -339,5 +529,7 @@ int main(int argc, char **argv)
 	} else
 		r = log_error_errno(-EINVAL, "Unknown -mode=%s (node, webhooks or force-convert-raw-namespaces)",
 				    o.mode);
+	if (r < 0)
+		write_termination_log(r);
 	return r < 0 ? 1 : 0;
 }

@@ -4,6 +4,7 @@
 #include <blkid/blkid.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,4 +363,71 @@ bool fs_has_option(const char *list, const char *opt)
 		p = e ? e + 1 : NULL;
 	}
 	return false;
+}
+
+int fs_path_check(const char *path, const char **ret_why)
+{
+	const char *p;
+
+	if (!path || !*path) {
+		*ret_why = "is empty";
+		return -EINVAL;
+	}
+	if (path[0] != '/') {
+		*ret_why = "is not an absolute path";
+		return -EINVAL;
+	}
+	if (strlen(path) >= PATH_MAX) {
+		*ret_why = "is longer than PATH_MAX";
+		return -EINVAL;
+	}
+	for (p = path; *p;) {
+		size_t n;
+
+		while (*p == '/')
+			p++;
+		n = strcspn(p, "/");
+		if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
+			*ret_why = n == 1 ? "has a \".\" component" : "has a \"..\" component";
+			return -EINVAL;
+		}
+		p += n;
+	}
+	return 0;
+}
+
+int fs_path_resolve(const char *path, char **ret)
+{
+	_cleanup_free_ char *copy = NULL, *parent = NULL;
+	char *slash, *name, *res;
+	int r;
+
+	res = realpath(path, NULL);
+	if (res) {
+		*ret = res;
+		return 0;
+	}
+	if (errno != ENOENT)
+		return -errno;
+	/* The last component does not exist (or dangles): resolve its parent. */
+	copy = strdup(path);
+	if (!copy)
+		return -ENOMEM;
+	for (size_t n = strlen(copy); n > 1 && copy[n - 1] == '/'; n--)
+		copy[n - 1] = 0;
+	slash = strrchr(copy, '/');
+	if (!slash || !slash[1])
+		return -ENOENT;
+	name = slash + 1;
+	while (slash > copy && slash[-1] == '/')
+		slash--;
+	*slash = 0;
+	r = fs_path_resolve(*copy ? copy : "/", &parent);
+	if (r < 0)
+		return r;
+	res = xasprintf("%s%s%s", parent, streq_ptr(parent, "/") ? "" : "/", name);
+	if (!res)
+		return -ENOMEM;
+	*ret = res;
+	return 0;
 }

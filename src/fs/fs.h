@@ -75,3 +75,20 @@ int fs_device_mount_count(const char *dev);
 
 /** fs_has_option() - whether a comma-separated option list contains opt. */
 bool fs_has_option(const char *list, const char *opt);
+
+/**
+ * fs_path_check() - whether path is one the driver acts on: absolute, at most
+ * PATH_MAX - 1 bytes, and without "." or ".." components (empty components,
+ * "//" or a trailing "/", are harmless: fs_path_resolve() drops them).
+ * Returns 0, or -EINVAL with *ret_why (static text) saying what is wrong.
+ */
+int fs_path_check(const char *path, const char **ret_why);
+
+/**
+ * fs_path_resolve() - the canonical form of a checked path: realpath(3) of its
+ * longest existing prefix (every symlink in it resolved, as mount(2) would)
+ * with the components that do not exist yet appended. *ret is malloc'd.
+ * A symlink that dangles is not followed: it is the path's last existing
+ * component and appears as such.
+ */
+int fs_path_resolve(const char *path, char **ret);

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -27,12 +29,29 @@
  * Response bodies are separate buffers.
  */
 #define HTTP_CONNECTION_MEMORY (16 * 1024)
-#define HTTP_CONNECTIONS_MAX 64u
-#define HTTP_IDLE_TIMEOUT_S 30u
-/* Two threads: a scrape that waits for a capacity query leaves one free for probes. */
+/*
+ * Connections: at most HTTP_CONNECTIONS_MAX, and at most a quarter of the
+ * open-file limit (the gRPC side and the driver's own work need the rest);
+ * one client address gets a quarter of that. Idle or trickling clients are thus
+ * bounded, and a probe from another address always finds a free slot. A
+ * connection that sends nothing for HTTP_IDLE_TIMEOUT_S is closed: kubelet
+ * probes need one round trip, and Prometheus reconnects when its keep-alive
+ * connection was closed between scrapes.
+ */
+#define HTTP_CONNECTIONS_MAX 4096u
+#define HTTP_CONNECTIONS_MIN 16u
+#define HTTP_IDLE_TIMEOUT_S 10u
+/*
+ * Two epoll threads, each serving its connections without blocking on any of
+ * them: idle and half-sent requests cost a slot, not a thread. A scrape that
+ * waits for a capacity query leaves the other thread free for probes.
+ */
 #define HTTP_THREADS 2u
-#define HTTP_BACKLOG 64
+#define HTTP_BACKLOG 1024
 #define HTTP_PATH_MAX 256
+#define HTTP_REASON_MAX 512
+/* libmicrohttpd's complaints (one per refused connection): at most this many per minute. */
+#define HTTP_LOG_BURST 10
 
 #define CONTENT_TYPE_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
@@ -48,14 +67,39 @@ struct metrics_http {
 	bool ready_set;
 	metrics_ready_fn ready_fn;
 	void *ready_userdata;
+	metrics_live_fn live_fn;
+	void *live_userdata;
 };
+
+static pthread_mutex_t mhd_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static time_t mhd_log_window;
+static unsigned mhd_log_count, mhd_log_dropped;
 
 _printf_(2, 0) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char buf[512];
+	unsigned dropped = 0;
+	struct timespec now;
 	size_t n;
 
 	(void)cls;
+	/* A flood of clients must not become a flood of log lines. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&mhd_log_lock);
+	if (now.tv_sec - mhd_log_window >= 60) {
+		dropped = mhd_log_dropped;
+		mhd_log_window = now.tv_sec;
+		mhd_log_count = mhd_log_dropped = 0;
+	}
+	if (mhd_log_count >= HTTP_LOG_BURST) {
+		mhd_log_dropped++;
+		pthread_mutex_unlock(&mhd_log_lock);
+		return;
+	}
+	mhd_log_count++;
+	pthread_mutex_unlock(&mhd_log_lock);
+	if (dropped)
+		log_error("libmicrohttpd: %u more message(s) in the last minute were not logged", dropped);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -110,6 +154,28 @@ static bool is_ready(struct metrics_http *h)
 	return ready;
 }
 
+/* false with the reason when the process cannot do its job (see metrics_http_set_liveness()). */
+static bool is_live(struct metrics_http *h, char *reason, size_t reason_len)
+{
+	bool live;
+
+	pthread_mutex_lock(&h->ready_lock);
+	live = !h->live_fn || h->live_fn(h->live_userdata, reason, reason_len);
+	pthread_mutex_unlock(&h->ready_lock);
+	return live;
+}
+
+/* 503 with the reason, e.g. "not live: cannot accept gRPC connections ...". */
+static enum MHD_Result reply_not_live(struct MHD_Connection *c, const char *reason, unsigned *ret_status)
+{
+	char *body = xasprintf("not live: %s\n", reason);
+
+	*ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+	if (!body)
+		return reply_static(c, *ret_status, "not live\n");
+	return reply_owned(c, *ret_status, CONTENT_TYPE_TEXT, body, strlen(body));
+}
+
 static enum MHD_Result serve_metrics(struct metrics_http *h, struct MHD_Connection *c, bool simple,
 				     unsigned *ret_status)
 {
@@ -133,6 +199,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
 {
 	static int headers_seen;
 	struct metrics_http *h = cls;
+	char reason[HTTP_REASON_MAX] = "";
 	enum MHD_Result ret;
 	unsigned status;
 
@@ -165,11 +232,19 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
 	if (strcmp(url, h->path) == 0) {
 		ret = serve_metrics(h, c, false, &status);
 	} else if (strcmp(url, h->simple_path) == 0) {
-		ret = serve_metrics(h, c, true, &status);
+		/* The deployments' liveness probe: fails when the process cannot serve. */
+		if (!is_live(h, reason, sizeof(reason)))
+			ret = reply_not_live(c, reason, &status);
+		else
+			ret = serve_metrics(h, c, true, &status);
 	} else if (strcmp(url, "/healthz") == 0) {
-		bool ready = is_ready(h);
-		status = ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
-		ret = reply_static(c, status, ready ? "ok" : "not ready");
+		if (!is_live(h, reason, sizeof(reason))) {
+			ret = reply_not_live(c, reason, &status);
+		} else {
+			bool ready = is_ready(h);
+			status = ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+			ret = reply_static(c, status, ready ? "ok" : "not ready");
+		}
 	} else {
 		status = MHD_HTTP_NOT_FOUND;
 		ret = reply_static(c, status, "404 page not found\n");
@@ -281,6 +356,8 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
 {
 	struct metrics_http *h;
 	sigset_t all, saved;
+	struct rlimit rl;
+	unsigned max_conns = HTTP_CONNECTIONS_MAX, per_ip;
 	size_t plen;
 	int fd, r;
 
@@ -317,14 +394,19 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
 	sigdelset(&all, SIGABRT);
 	sigdelset(&all, SIGTRAP);
 	pthread_sigmask(SIG_BLOCK, &all, &saved);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < max_conns)
+		max_conns = (unsigned)MAX(rl.rlim_cur / 4, (rlim_t)HTTP_CONNECTIONS_MIN);
+	per_ip = MAX(max_conns / 4, 4u);
 	/* libmicrohttpd takes over fd (and closes it in MHD_stop_daemon). */
-	h->daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	h->daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+				     0, NULL, NULL,
 				     handle_request, h,
 				     /* First, so that the other options' complaints reach our log too. */
 				     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, (void *)NULL,
 				     MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 				     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
-				     MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTIONS_MAX,
+				     MHD_OPTION_CONNECTION_LIMIT, max_conns,
+				     MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
 				     MHD_OPTION_CONNECTION_TIMEOUT, HTTP_IDLE_TIMEOUT_S,
 				     MHD_OPTION_THREAD_POOL_SIZE, HTTP_THREADS,
 				     MHD_OPTION_END);
@@ -335,7 +417,8 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
 		r = -EIO;
 		goto fail;
 	}
-	log_debug("Metrics HTTP server listening on %s (port %u), path %s", listen, (unsigned)h->port, h->path);
+	log_debug("Metrics HTTP server listening on %s (port %u), path %s, at most %u connections (%u per client address)",
+		  listen, (unsigned)h->port, h->path, max_conns, per_ip);
 	*ret = h;
 	return 0;
 fail:
@@ -350,6 +433,14 @@ void metrics_http_set_readiness(struct metrics_http *h, metrics_ready_fn fn, voi
 	h->ready_set = true;
 	h->ready_fn = fn;
 	h->ready_userdata = userdata;
+	pthread_mutex_unlock(&h->ready_lock);
+}
+
+void metrics_http_set_liveness(struct metrics_http *h, metrics_live_fn fn, void *userdata)
+{
+	pthread_mutex_lock(&h->ready_lock);
+	h->live_fn = fn;
+	h->live_userdata = userdata;
 	pthread_mutex_unlock(&h->ready_lock);
 }
 

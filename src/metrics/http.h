@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "metrics.h"
@@ -11,14 +12,19 @@
  * microhttpd.h). Plain HTTP/1.1, GET and HEAD only:
  *
  *   GET <path>          the full exposition (Prometheus text format 0.0.4)
- *   GET <path>/simple   build_info only: cheap, for probes
+ *   GET <path>/simple   build_info only: cheap, for probes; 503 "not live: <reason>"
+ *                       when the liveness check fails (metrics_http_set_liveness())
  *   GET /healthz        200 "ok", or 503 "not ready" (see metrics_http_set_readiness())
+ *                       or 503 "not live: <reason>"
  *   anything else       404; other methods 405 with "Allow: GET, HEAD"
  *
- * libmicrohttpd serves from its own small thread pool, so a slow scrape
- * (capacity queries may run LVM tools) does not hold up /healthz. Request
- * headers are capped (431 beyond about 8 KiB), as are connections and idle
- * time. libmicrohttpd's error messages go to the project's logger.
+ * libmicrohttpd serves from two epoll threads, so a slow scrape (capacity
+ * queries may run LVM tools) does not hold up /healthz, and idle or
+ * half-sent requests hold a connection slot, never a thread. Request headers
+ * are capped (431 beyond about 8 KiB), as are connections (4096, at most a
+ * quarter of the open-file limit; a quarter of that per client address) and
+ * idle time (10 s). libmicrohttpd's error messages go to the project's logger,
+ * at most 10 a minute.
  */
 
 struct metrics_http;
@@ -58,6 +64,29 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
  * When this returns, no request is still using the previous callback.
  */
 void metrics_http_set_readiness(struct metrics_http *h, metrics_ready_fn fn, void *userdata);
+
+/**
+ * metrics_live_fn - tell whether the process can still do its job, for
+ * /healthz and <path>/simple (the liveness probe).
+ * @userdata: as given to metrics_http_set_liveness().
+ * @reason: to fill with why not, in one line, when returning false.
+ * @reason_len: size of @reason.
+ *
+ * Called from the server's threads, one call at a time; must be quick.
+ */
+typedef bool (*metrics_live_fn)(void *userdata, char *reason, size_t reason_len);
+
+/**
+ * metrics_http_set_liveness() - add a liveness check.
+ * @h: the server.
+ * @fn: the check, NULL for none (the default).
+ * @userdata: passed to @fn.
+ *
+ * While @fn returns false, /healthz and <path>/simple answer 503 with its
+ * reason; <path> itself still serves the metrics. When this returns, no
+ * request is still using the previous check.
+ */
+void metrics_http_set_liveness(struct metrics_http *h, metrics_live_fn fn, void *userdata);
 
 /**
  * metrics_http_port() - the TCP port the server is bound to (useful with port 0).

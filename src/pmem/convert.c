@@ -13,6 +13,7 @@
 #include "fs/fs.h"
 #include "lvm_report.h"
 #include "ndctl.h"
+#include "volume/params.h"
 
 #define NDCTL_TIMEOUT_MS (120 * 1000)
 #define MAX_CONVERTED 64
@@ -126,9 +127,28 @@ int pmem_convert_raw_namespaces(struct pmem_convert_result *ret, char **ret_err)
 			if (is_pv(pvs, n_pvs, paths[n]))
 				continue;
 			if (!was_converted(done, n_done, ri->region, ns->dev)) {
-				/* Only what a cut-off conversion left: unnamed and empty. */
-				if (ns->name[0] || fs_detect(paths[n], &sig) < 0 || sig)
+				/*
+				 * As 1.1 does: every other fsdax namespace goes into the
+				 * volume group too (whatever its name), so that a node the
+				 * admin prepared by hand ends up as 1.1 left it. Except
+				 * where 1.1's "vgcreate --force" destroyed data: a direct-
+				 * mode volume (named by a volume ID) or a namespace that
+				 * holds a filesystem or other signature. Those are
+				 * reported and left alone.
+				 */
+				if (volume_id_is_valid(ns->name)) {
+					log_warning("Not adding fsdax namespace %s (%s) of %s to volume group %s: it is "
+						    "a direct-mode PMEM-CSI volume",
+						    ns->dev, ns->name, ri->region, vg);
 					continue;
+				}
+				if (fs_detect(paths[n], &sig) < 0 || sig) {
+					log_warning("Not adding fsdax namespace %s (%s) of %s to volume group %s: it "
+						    "holds %s; wipe it (wipefs -a %s) if LVM mode should have it",
+						    ns->dev, paths[n], ri->region, vg, sig ? sig : "unreadable data",
+						    paths[n]);
+					continue;
+				}
 			}
 			devs[n] = paths[n];
 			n++;

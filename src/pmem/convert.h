@@ -31,9 +31,9 @@ struct pmem_convert_result {
 
 /**
  * pmem_convert_raw_namespaces() - convert every raw namespace of every
- * enabled region to fsdax and add it to its region's volume group. Also adds
- * unnamed, empty fsdax namespaces that are in no volume group (left by a
- * conversion that was cut off). Never touches named namespaces (direct-mode
- * volumes, "pmem-csi") or anything that holds a signature.
+ * enabled region to fsdax and add it to its region's volume group. Like 1.1,
+ * also adds every other fsdax namespace that is in no volume group, except
+ * "pmem-csi" (LVM mode makes its own VGs from those), direct-mode volumes
+ * (named by a volume ID) and namespaces holding a signature (reported).
  */
 int pmem_convert_raw_namespaces(struct pmem_convert_result *ret, char **ret_err);

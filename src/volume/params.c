@@ -2,6 +2,7 @@
 #include "params.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +100,8 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 			if (parse_bool(v, &p->kata) < 0)
 				return fail(ret_error, "parameter \"%s\": \"%s\" is not a boolean", k, v);
 		} else if (streq_ptr(k, KEY_USAGE)) {
-			if (streq_ptr(v, "AppDirect"))
+			/* "" means unset, as in 1.1: the default, AppDirect */
+			if (streq_ptr(v, "AppDirect") || streq_ptr(v, ""))
 				p->usage = VOLUME_USAGE_APP_DIRECT;
 			else if (streq_ptr(v, "FileIO"))
 				p->usage = VOLUME_USAGE_FILE_IO;
@@ -111,6 +113,9 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 				p->persistency_none = false;
 			else if (streq_ptr(v, "none"))
 				p->persistency_none = true;
+			else if (streq_ptr(v, "ephemeral") && origin == PARAMS_ORIGIN_STATE)
+				/* how 1.1 marks inline ephemeral volumes in its state files */
+				p->ephemeral = true;
 			else
 				return fail(ret_error, "parameter \"%s\": unknown value \"%s\" (normal)", k, v);
 		} else if (streq_ptr(k, KEY_SIZE)) {
@@ -126,6 +131,13 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 			if (!p->name)
 				return -ENOMEM;
 		} else if (streq_ptr(k, KEY_DEVICE_MODE)) {
+			/* 1.1's DeviceMode.Set(): "ndctl" is the old name of direct mode,
+			 * "fake" its test mode. */
+			if (streq_ptr(v, "ndctl"))
+				v = "direct";
+			else if (!streq_ptr(v, "lvm") && !streq_ptr(v, "direct") && !streq_ptr(v, "fake"))
+				return fail(ret_error, "parameter \"%s\": unknown device mode \"%s\" (lvm or direct)",
+					    k, v);
 			free(p->device_mode);
 			p->device_mode = strdup(v);
 			if (!p->device_mode)
@@ -139,8 +151,14 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 			if (!p->fs_type)
 				return -ENOMEM;
 		} else if (streq_ptr(k, KEY_EPHEMERAL)) {
-			if (parse_bool(v, &p->ephemeral) < 0)
+			bool b;
+
+			/* As 1.1: "true" marks the volume ephemeral, "false" does not unmark
+			 * it (persistencyModel=ephemeral in a state file still counts). */
+			if (parse_bool(v, &b) < 0)
 				return fail(ret_error, "parameter \"%s\": \"%s\" is not a boolean", k, v);
+			if (b)
+				p->ephemeral = true;
 		}
 		/* other csi.storage.k8s.io/ keys: pod info, ignored */
 	}
@@ -156,8 +174,8 @@ bool volume_params_equal(const struct volume_params *a, const struct volume_para
 	       a->persistency_none == b->persistency_none;
 }
 
-size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, const char **values,
-			      size_t max)
+static size_t to_pairs(const struct volume_params *p, const char **keys, const char **values, size_t max,
+		       char *size_buf, size_t size_len)
 {
 	size_t n = 0;
 
@@ -172,13 +190,31 @@ size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, 
 	ADD(KEY_ERASE_AFTER, p->erase_after ? "true" : "false");
 	ADD(KEY_KATA, p->kata ? "true" : "false");
 	ADD(KEY_USAGE, volume_usage_to_string(p->usage));
-	ADD(KEY_PERSISTENCY, p->persistency_none ? "none" : "normal");
+	/* 1.1 rejects a state file with the csi.storage.k8s.io/ephemeral key (not
+	 * in its NodeVolumeOrigin list) and deletes an inline volume on unpublish
+	 * when persistencyModel is "ephemeral": so that is how we write it. */
+	ADD(KEY_PERSISTENCY, p->ephemeral ? "ephemeral" : p->persistency_none ? "none" : "normal");
 	ADD(KEY_NAME, p->name);
 	ADD(KEY_DEVICE_MODE, p->device_mode);
-	if (p->ephemeral)
-		ADD(KEY_EPHEMERAL, "true");
+	if (p->has_size && size_buf) {
+		int len = snprintf(size_buf, size_len, "%" PRIu64, p->size);
+		if (len > 0 && (size_t)len < size_len)
+			ADD(KEY_SIZE, size_buf);
+	}
 #undef ADD
 	return n;
+}
+
+size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, const char **values,
+			      size_t max)
+{
+	return to_pairs(p, keys, values, max, NULL, 0);
+}
+
+size_t volume_params_to_state_pairs(const struct volume_params *p, const char **keys, const char **values,
+				    size_t max, char size_buf[VOLUME_PARAMS_SIZE_BUF])
+{
+	return to_pairs(p, keys, values, max, size_buf, VOLUME_PARAMS_SIZE_BUF);
 }
 
 static bool lvm_name_char(char c)
@@ -187,20 +223,42 @@ static bool lvm_name_char(char c)
 	       c == '+' || c == '_' || c == '.' || c == '-';
 }
 
+/*
+ * LVM refuses LV names containing these (lvm(8), "reserved names"); only the
+ * ones that fit in 6 characters matter here, as '-' follows the prefix.
+ */
+static const char *const lvm_reserved[] = { "_cdata", "_cmeta", "_corig", "_iorig", "_mlog",
+					    "_rlog",  "_rmeta", "_tdata", "_tmeta", "_vdata" };
+
 int volume_id_from_name(const char *name, char ret[VOLUME_ID_MAX])
 {
 	uint8_t digest[SHA224_DIGEST_SIZE];
 	size_t len = strlen(name), prefix = MIN(len, (size_t)6);
+	char id[VOLUME_ID_MAX];
 
-	if (len == 0 || name[0] == '-')
+	if (len == 0)
 		return -EINVAL;
+	/*
+	 * 1.1 uses name[0:6] as it is. Every volume it could create in LVM mode
+	 * has a prefix LVM accepts, and that ID is kept unchanged. Other bytes
+	 * (and a leading '-', and the '_' of a reserved LVM suffix) become '+',
+	 * so that the ID is always a valid LV name, namespace name and file name
+	 * where 1.1 failed in LVM mode or wrote a name no tool could handle.
+	 */
+	memcpy(id, name, prefix);
+	id[prefix] = 0;
 	for (size_t i = 0; i < prefix; i++)
-		if (!lvm_name_char(name[i]))
-			return -EINVAL;
+		if (!lvm_name_char(id[i]) || (i == 0 && id[i] == '-'))
+			id[i] = '+';
+	for (size_t i = 0; i < ELEMENTSOF(lvm_reserved); i++) {
+		char *hit;
+		while ((hit = strstr(id, lvm_reserved[i])))
+			*hit = '+';
+	}
 	sha224(name, len, digest);
-	memcpy(ret, name, prefix);
-	ret[prefix] = '-';
-	hexlify(digest, sizeof(digest), ret + prefix + 1);
+	id[prefix] = '-';
+	hexlify(digest, sizeof(digest), id + prefix + 1);
+	memcpy(ret, id, strlen(id) + 1);
 	return 0;
 }
 

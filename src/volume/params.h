@@ -30,7 +30,7 @@ struct volume_params {
 	bool kata;             /* kataContainers */
 	enum volume_usage usage;
 	bool persistency_none; /* persistencyModel=none (legacy alias of normal) */
-	bool ephemeral;        /* csi.storage.k8s.io/ephemeral=true */
+	bool ephemeral;        /* csi.storage.k8s.io/ephemeral=true, or persistencyModel=ephemeral in state */
 	bool has_size;
 	uint64_t size;         /* ephemeral "size" attribute */
 	char *name;            /* CSI volume name (state, context) */
@@ -55,12 +55,24 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 bool volume_params_equal(const struct volume_params *a, const struct volume_params *b);
 
 /**
- * volume_params_to_pairs() - the parameters as strings for the state file, in
- * the upstream format. Returns the number of pairs written (at most max); the
+ * volume_params_to_pairs() - the parameters as strings, in intel/pmem-csi
+ * 1.1's format: the volume context CreateVolume returns (callers drop
+ * deviceMode there). An inline ephemeral volume is persistencyModel=ephemeral,
+ * as 1.1 writes it. Returns the number of pairs written (at most max); the
  * value strings are static or borrowed from p.
  */
 size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, const char **values,
 			      size_t max);
+
+#define VOLUME_PARAMS_SIZE_BUF 24
+/**
+ * volume_params_to_state_pairs() - the same plus "size" when p has one (an
+ * inline ephemeral volume's requested size, as 1.1 keeps it): the parameters
+ * of a state file, all keys 1.1's NodeVolumeOrigin parser accepts. The size
+ * string is written to size_buf.
+ */
+size_t volume_params_to_state_pairs(const struct volume_params *p, const char **keys, const char **values,
+				    size_t max, char size_buf[VOLUME_PARAMS_SIZE_BUF]);
 
 const char *volume_usage_to_string(enum volume_usage u);
 
@@ -70,9 +82,11 @@ const char *volume_usage_to_string(enum volume_usage u);
 
 /**
  * volume_id_from_name() - the upstream-compatible volume ID: the first (up to) 6
- * bytes of the name, "-", and the hex SHA-224 of the name. Names whose prefix
- * cannot be an LVM or file name (characters outside [A-Za-z0-9+_.-], or a
- * leading '-') are rejected with -EINVAL.
+ * bytes of the name, "-", and the hex SHA-224 of the name, exactly as 1.1
+ * makes it when those bytes are a valid LVM name start. Bytes outside
+ * [A-Za-z0-9+_.-], a leading '-' and the '_' of LVM's reserved suffixes are
+ * replaced by '+' in the prefix, so the ID is always a valid LV, namespace
+ * and file name. -EINVAL only for an empty name.
  */
 int volume_id_from_name(const char *name, char ret[VOLUME_ID_MAX]);
 

@@ -89,11 +89,12 @@ char *state_format(const struct volume_record *r)
 {
 	_cleanup_(jv_unrefp) struct jv *root = jv_new_object(), *params = jv_new_object();
 	const char *keys[STATE_MAX_PARAMS], *values[STATE_MAX_PARAMS];
+	char size_buf[VOLUME_PARAMS_SIZE_BUF];
 	size_t n;
 
 	if (!root || !params)
 		return NULL;
-	n = volume_params_to_pairs(&r->params, keys, values, STATE_MAX_PARAMS);
+	n = volume_params_to_state_pairs(&r->params, keys, values, STATE_MAX_PARAMS, size_buf);
 	for (size_t i = 0; i < n; i++)
 		if (jv_object_set_string(params, keys[i], values[i]) < 0)
 			return NULL;

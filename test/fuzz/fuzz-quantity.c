@@ -4,153 +4,179 @@
  * ephemeral volume attributes ("size": "1Gi").
  *
  * Beyond not crashing, the result is checked against a reference written
- * independently of strutil.c: the grammar
- *
- *     ["+"] digits ["." digits] [ ("e"|"E") ["+"|"-"] digits | suffix ]
- *
- * (at least one digit before the exponent or suffix; "1E" is the exa suffix)
- * and the exact value ceil(mantissa * 10^exp * suffix) in 128-bit arithmetic.
- * So: nothing outside the grammar is accepted (no trailing garbage), every
- * accepted value is exact ("<N>Ki" is N * 1024, fractions round up), and a
- * rejected value is out of range, or beyond a documented limit of the parser
- * (more than 18 fraction digits, a mantissa above 1000 * UINT64_MAX, an
- * exponent above 18). A failed parse leaves the output untouched.
+ * independently of strutil.c, as a line-by-line port of apimachinery's
+ * parseQuantityString() scanner and suffix interpretation (v0.25, the one
+ * intel/pmem-csi 1.1 links), and the exact value ceil(digits * 10^e * 2^b)
+ * in 128-bit arithmetic where that fits (up to 30 significant digits and
+ * exponents of at most 30): so nothing Kubernetes rejects is accepted,
+ * nothing it accepts is rejected except negative values and decimal values
+ * above 2^63-1 (-ERANGE: Go's Value() wraps there), binary values above
+ * 2^63-1 are capped, and a failed parse leaves the output untouched.
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "basic/strutil.h"
 #include "fuzz.h"
 
 typedef unsigned __int128 u128;
 
-struct quantity {
-	const char *digits; /* integer and fraction digits, with the '.' */
-	size_t n_int, n_frac;
-	bool has_exp;
-	bool exp_negative;
-	unsigned exp;           /* saturates at 10000 */
-	unsigned base, power;   /* the suffix: base^power (1^0 without one) */
+struct ref {
+	bool positive;
+	const char *value; /* str[0:value_len] */
+	size_t value_len;
+	const char *num, *denom, *suffix;
+	size_t num_len, denom_len;
+	bool num_synth; /* num is the "0" Go substitutes */
 };
 
-static bool is_digit(char c)
+static bool dig(char c)
 {
 	return c >= '0' && c <= '9';
 }
 
-static bool ref_syntax(const char *s, struct quantity *q)
+/* parseQuantityString(), label by label. */
+static bool ref_scan(const char *str, struct ref *q)
 {
-	static const struct {
-		const char *name;
-		unsigned base, power;
-	} suffixes[] = {
-		{ "Ki", 2, 10 }, { "Mi", 2, 20 }, { "Gi", 2, 30 }, { "Ti", 2, 40 }, { "Pi", 2, 50 },
-		{ "Ei", 2, 60 }, { "k", 10, 3 },  { "M", 10, 6 },  { "G", 10, 9 },  { "T", 10, 12 },
-		{ "P", 10, 15 }, { "E", 10, 18 },
-	};
+	size_t pos = 0, end = strlen(str), i, suffix_start;
 
 	memset(q, 0, sizeof(*q));
-	q->base = 1;
-	if (*s == '+')
-		s++;
-	q->digits = s;
-	while (is_digit(*s)) {
-		s++;
-		q->n_int++;
+	q->positive = true;
+	q->suffix = "";
+	q->denom = "";
+	if (pos < end) {
+		if (str[0] == '-') {
+			q->positive = false;
+			pos++;
+		} else if (str[0] == '+')
+			pos++;
 	}
-	if (*s == '.') {
-		s++;
-		while (is_digit(*s)) {
-			s++;
-			q->n_frac++;
-		}
-	}
-	if (q->n_int + q->n_frac == 0)
-		return false;
-	if (!*s)
-		return true;
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
-		if (strcmp(s, suffixes[i].name) == 0) {
-			q->base = suffixes[i].base;
-			q->power = suffixes[i].power;
+	for (i = pos;; i++) { /* Zeroes */
+		if (i >= end) {
+			q->num = "0", q->num_len = 1, q->num_synth = true;
+			q->value = "0", q->value_len = 1;
 			return true;
 		}
-	if (*s != 'e' && *s != 'E')
-		return false;
-	s++;
-	q->has_exp = true;
-	if (*s == '+' || *s == '-')
-		q->exp_negative = *s++ == '-';
-	if (!is_digit(*s))
-		return false;
-	for (; is_digit(*s); s++)
-		q->exp = q->exp >= 10000 ? 10000 : q->exp * 10 + (unsigned)(*s - '0');
-	return *s == 0;
-}
-
-/* The digits without the '.', saturating at 2^128 - 1 (*ret_overflow set). */
-static u128 ref_mantissa(const struct quantity *q, bool *ret_overflow)
-{
-	u128 m = 0;
-
-	*ret_overflow = false;
-	for (const char *p = q->digits; is_digit(*p) || *p == '.'; p++) {
-		if (*p == '.')
-			continue;
-		if (__builtin_mul_overflow(m, 10, &m) || __builtin_add_overflow(m, (unsigned)(*p - '0'), &m)) {
-			*ret_overflow = true;
-			return ~(u128)0;
+		if (str[i] == '0')
+			pos++;
+		else
+			break;
+	}
+	for (i = pos;; i++) { /* Num */
+		if (i >= end) {
+			q->num = str + pos, q->num_len = end - pos;
+			q->value = str, q->value_len = end;
+			return true;
+		}
+		if (!dig(str[i])) {
+			q->num = str + pos, q->num_len = i - pos;
+			pos = i;
+			break;
 		}
 	}
-	return m;
+	if (q->num_len == 0)
+		q->num = "0", q->num_len = 1, q->num_synth = true;
+	if (pos < end && str[pos] == '.') {
+		pos++;
+		for (i = pos;; i++) { /* Denom */
+			if (i >= end) {
+				q->denom = str + pos, q->denom_len = end - pos;
+				q->value = str, q->value_len = end;
+				return true;
+			}
+			if (!dig(str[i])) {
+				q->denom = str + pos, q->denom_len = i - pos;
+				pos = i;
+				break;
+			}
+		}
+	}
+	q->value = str, q->value_len = pos;
+	suffix_start = pos;
+	for (i = pos;; i++) {
+		if (i >= end) {
+			q->suffix = str + suffix_start;
+			return true;
+		}
+		if (!strchr("eEinumkKMGTP", str[i])) {
+			pos = i;
+			break;
+		}
+	}
+	if (pos < end && (str[pos] == '-' || str[pos] == '+'))
+		pos++;
+	for (i = pos;; i++) { /* Suffix */
+		if (i >= end) {
+			q->suffix = str + suffix_start;
+			return true;
+		}
+		if (!dig(str[i]))
+			break;
+	}
+	return false;
 }
 
-static bool mul_pow(u128 *v, unsigned base, int power)
+/* quantitySuffixer.interpret(); *ret_exp as Go's int32. */
+static bool ref_interpret(const char *suf, int *ret_base, int32_t *ret_exp)
 {
-	for (int i = 0; i < power; i++)
-		if (__builtin_mul_overflow(*v, base, v))
+	static const char *const dec[] = { "n", "u", "m", "", "k", "M", "G", "T", "P", "E" };
+	static const int dec_exp[] = { -9, -6, -3, 0, 3, 6, 9, 12, 15, 18 };
+	static const char *const bin[] = { "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };
+	const char *p;
+	bool neg = false;
+	u128 v = 0;
+
+	for (int i = 0; i < 10; i++)
+		if (strcmp(suf, dec[i]) == 0) {
+			*ret_base = 10, *ret_exp = dec_exp[i];
+			return true;
+		}
+	for (int i = 0; i < 6; i++)
+		if (strcmp(suf, bin[i]) == 0) {
+			*ret_base = 2, *ret_exp = 10 * (i + 1);
+			return true;
+		}
+	if (strlen(suf) <= 1 || (suf[0] != 'e' && suf[0] != 'E'))
+		return false;
+	/* strconv.ParseInt(suf[1:], 10, 64) */
+	p = suf + 1;
+	if (*p == '+' || *p == '-')
+		neg = *p++ == '-';
+	if (!*p)
+		return false;
+	for (; *p; p++) {
+		if (!dig(*p))
 			return false;
+		v = v * 10 + (unsigned)(*p - '0');
+		if (v > (u128)INT64_MAX + 1)
+			return false;
+	}
+	if (!neg && v > INT64_MAX)
+		return false;
+	*ret_base = 10;
+	*ret_exp = (int32_t)(uint32_t)(uint64_t)(neg ? 0 - (uint64_t)v : (uint64_t)v);
 	return true;
 }
 
-/*
- * The exact value, rounded up, when it fits in 64 bits: returns true and sets
- * *ret; false when the value is above UINT64_MAX. The caller has made sure
- * the mantissa fits and the exponent is at most 40.
- */
-static bool ref_value(const struct quantity *q, u128 mant, uint64_t *ret)
+static bool mul_pow(u128 *v, unsigned base, long power)
 {
-	int e10 = (q->exp_negative ? -(int)q->exp : (int)q->exp) - (int)q->n_frac;
-	u128 num = mant, den = 1, v;
-
-	if (e10 >= 0) {
-		if (!mul_pow(&num, 10, e10) || !mul_pow(&num, q->base, (int)q->power))
+	for (long i = 0; i < power; i++)
+		if (__builtin_mul_overflow(*v, base, v))
 			return false;
-		v = num;
-	} else if (-e10 > 38) {
-		/* 10^39 is above any mantissa that fits in 128 bits: 0 < value < 1. */
-		v = mant ? 1 : 0;
-	} else {
-		mul_pow(&den, 10, -e10);
-		/* A product above 2^128 divided by at most 10^18 (a suffix excludes an
-		 * exponent) is still far above UINT64_MAX. */
-		if (!mul_pow(&num, q->base, (int)q->power))
-			return false;
-		v = num / den + (num % den ? 1 : 0);
-	}
-	if (v > UINT64_MAX)
-		return false;
-	*ret = (uint64_t)v;
 	return true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const uint64_t untouched = 0x5a5a5a5a5a5a5a5aULL;
-	uint64_t v = untouched, want;
-	struct quantity q;
-	bool syntax, mant_overflow;
-	u128 mant;
+	uint64_t v = untouched;
+	struct ref q;
+	int base = 0;
+	int32_t exp = 0;
+	bool ok, zero = true, any_digit = false;
+	u128 mant = 0;
+	size_t sig = 0;
 	char *s;
 	int r;
 
@@ -160,39 +186,78 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!s)
 		return 0;
 	r = parse_quantity(s, &v);
-	syntax = ref_syntax(s, &q);
 
-	if (!syntax) {
-		/* Trailing garbage, a sign, whitespace, milli-units: never accepted. The
-		 * parser may find the mantissa too large before it sees the garbage. */
+	ok = *s && ref_scan(s, &q) && ref_interpret(q.suffix, &base, &exp);
+	if (ok) {
+		for (size_t i = 0; i < q.value_len; i++)
+			any_digit |= dig(q.value[i]);
+		/* No digit in value: Go's fast path gives 0, its slow path ErrNumeric. */
+		if (!any_digit && ((base == 10 && exp < -9) || (base == 2 && exp >= 50)))
+			ok = false;
+	}
+	if (strcmp(s, "0") == 0)
+		ok = true, base = 10, exp = 0, q.num = "0", q.num_len = 1, q.denom_len = 0, q.positive = true;
+	if (!ok) {
 		if (r == 0)
-			fprintf(stderr, "parse_quantity(\"%s\") accepted it as %llu\n", s,
-				(unsigned long long)v);
-		FUZZ_CHECK(r == -EINVAL || r == -ERANGE);
+			fprintf(stderr, "parse_quantity(\"%s\") accepted it as %llu\n", s, (unsigned long long)v);
+		FUZZ_CHECK(r == -EINVAL);
 		FUZZ_CHECK(v == untouched);
 		free(s);
 		return 0;
 	}
-	mant = ref_mantissa(&q, &mant_overflow);
+	/* Accepted by Kubernetes: value, or -ERANGE for negative / huge decimal. */
+	for (size_t i = 0; i < q.num_len + q.denom_len; i++) {
+		char c = i < q.num_len ? q.num[i] : q.denom[i - q.num_len];
+		if (c != '0')
+			zero = false;
+		if (!zero)
+			sig++;
+	}
 	if (r < 0) {
 		FUZZ_CHECK(v == untouched);
-		if (r == -EINVAL) {
-			/* The only valid syntax the parser rejects as invalid. */
-			FUZZ_CHECK(q.n_frac > 18);
-		} else {
-			FUZZ_CHECK(r == -ERANGE);
-			/* Out of range, or beyond the parser's limits. */
-			FUZZ_CHECK(mant_overflow || mant > (u128)UINT64_MAX * 1000 || q.exp > 18 ||
-				   !ref_value(&q, mant, &want));
-		}
+		FUZZ_CHECK(r == -ERANGE);
+		FUZZ_CHECK(!zero);
+		FUZZ_CHECK(!q.positive || base == 10);
 	} else {
 		FUZZ_CHECK(r == 0);
-		FUZZ_CHECK(q.n_frac <= 18 && !mant_overflow && q.exp <= 18);
-		FUZZ_CHECK(ref_value(&q, mant, &want));
-		if (v != want)
-			fprintf(stderr, "parse_quantity(\"%s\") = %llu, expected %llu\n", s,
-				(unsigned long long)v, (unsigned long long)want);
-		FUZZ_CHECK(v == want);
+		FUZZ_CHECK(v <= INT64_MAX);
+		if (zero)
+			FUZZ_CHECK(v == 0);
+		else
+			FUZZ_CHECK(q.positive && v >= 1);
+	}
+	if (!zero && q.positive && sig <= 30 && exp >= -30 && exp <= 30) {
+		long e10 = (base == 10 ? exp : 0) - (long)q.denom_len;
+		u128 num, den = 1, want;
+		bool fits = true;
+
+		for (size_t i = 0; i < q.num_len + q.denom_len; i++) {
+			char c = i < q.num_len ? q.num[i] : q.denom[i - q.num_len];
+			mant = mant * 10 + (unsigned)(c - '0');
+			if (mant >> 120)
+				fits = false;
+		}
+		num = mant;
+		if (fits && e10 >= 0)
+			fits = mul_pow(&num, 10, e10);
+		else if (fits)
+			fits = mul_pow(&den, 10, -e10);
+		if (fits && base == 2)
+			fits = mul_pow(&num, 2, exp);
+		if (fits) {
+			want = num / den + (num % den ? 1 : 0);
+			if (want > INT64_MAX) {
+				if (base == 2) {
+					FUZZ_CHECK(r == 0 && v == INT64_MAX);
+				} else
+					FUZZ_CHECK(r == -ERANGE);
+			} else {
+				if (r != 0 || v != (uint64_t)want)
+					fprintf(stderr, "parse_quantity(\"%s\") = %d/%llu, expected %llu\n", s, r,
+						(unsigned long long)v, (unsigned long long)want);
+				FUZZ_CHECK(r == 0 && v == (uint64_t)want);
+			}
+		}
 	}
 	free(s);
 	return 0;

@@ -5,7 +5,7 @@ on a label-less NVDIMM (its only namespace is raw), end to end.
 usage: convert-check.py DRIVER [KUBECONFIG]
 With KUBECONFIG (a real API server, reached over the VM's user network) the node
 object lives there. Without, a minimal stand-in for the two API calls the mode
-makes (GET and merge-PATCH of one Node) runs in this process, so that the device
+makes (a JSON patch testing the label and a merge patch of one Node) runs in this process, so that the device
 side is tested in every CI run; test/k8s/run-k8s-tests.sh runs the real one.
 Prints ok/FAIL lines and "N passed, N failed".
 """
@@ -83,6 +83,15 @@ class Standin(http.server.BaseHTTPRequestHandler):
         Standin.requests.append(("PATCH", self.path, self.headers.get("Content-Type")))
         if not self.target():
             return self.reply(404, {"kind": "Status", "message": "not found", "code": 404})
+        if self.headers.get("Content-Type") == "application/json-patch+json":
+            # Only "test" operations, as the driver checks its label with (1.1's RBAC allows patch only).
+            labels = Standin.node["metadata"].get("labels", {})
+            for op in json.loads(body):
+                key = op["path"][len("/metadata/labels/"):].replace("~1", "/").replace("~0", "~")
+                if op.get("op") != "test" or not op["path"].startswith("/metadata/labels/") or \
+                        labels.get(key) != op.get("value"):
+                    return self.reply(422, {"kind": "Status", "message": "test failed", "code": 422})
+            return self.reply(200, Standin.node)
         if self.headers.get("Content-Type") != "application/merge-patch+json":
             return self.reply(415, {"kind": "Status", "message": "unsupported media type", "code": 415})
         patch = json.loads(body)
@@ -183,9 +192,9 @@ def main():
         ok(name)
     if not KCFG:
         kinds = sorted(set((m, c) for m, _, c in Standin.requests))
-        want = [("GET", None), ("PATCH", "application/merge-patch+json")]
+        want = [("PATCH", "application/json-patch+json"), ("PATCH", "application/merge-patch+json")]
         if kinds == want:
-            ok("API calls: GET the node, one JSON merge patch")
+            ok("API calls: no GET (1.1's RBAC has patch only), a JSON patch testing the label, a merge patch")
         else:
             fail("API calls", "%s" % Standin.requests)
 

@@ -722,3 +722,106 @@ class TapResult(unittest.TestResult):
         super().addSkip(test, reason)
         self.skipped_n += 1
         print("SKIP - %s (%s)" % (test_name(test), reason), flush=True)
+
+
+# --------------------------------------------------------------------------
+# raw requests: bytes that the generated stubs cannot express (invalid UTF-8,
+# fields given twice), sent as they are over the driver's gRPC socket
+# --------------------------------------------------------------------------
+
+def wire_varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7f
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _b(x):
+    return x if isinstance(x, bytes) else x.encode()
+
+
+def wire_field(num, data):
+    """A length-delimited field (string, message, map entry): tag, length, bytes."""
+    data = _b(data)
+    return wire_varint(num << 3 | 2) + wire_varint(len(data)) + data
+
+
+def wire_entry(num, key, value):
+    """One map<string,string> entry of field num."""
+    return wire_field(num, wire_field(1, key) + wire_field(2, value))
+
+
+def wire(msg, *extra):
+    """A generated message serialized, with raw fields appended (protobuf merges them in)."""
+    return (msg.SerializeToString() if msg is not None else b"") + b"".join(extra)
+
+
+def method_path(name):
+    """'/csi.v1.Node/NodeStageVolume' and the response class for a CSI method name."""
+    for svc in pb.DESCRIPTOR.services_by_name.values():
+        m = svc.methods_by_name.get(name)
+        if m:
+            return "/%s/%s" % (svc.full_name, name), getattr(pb, m.output_type.name)
+    raise KeyError(name)
+
+
+def raw_call(channel, name, data, timeout=None):
+    """Send serialized request bytes to a CSI method; (code, details, response) as rpc_code()."""
+    path, resp_type = method_path(name)
+    fn = channel.unary_unary(path, request_serializer=lambda b: b,
+                             response_deserializer=resp_type.FromString)
+    try:
+        return None, "", fn(data, timeout=timeout or CALL_TIMEOUT)
+    except grpc.RpcError as e:
+        return e.code(), e.details() or "", None
+
+
+# --------------------------------------------------------------------------
+# what is on the node, for before/after comparisons
+# --------------------------------------------------------------------------
+
+def all_namespaces():
+    """{(region, dev): name} of every namespace with a size (what ndctl -N lists)."""
+    res = {}
+    for r in regions():
+        for ns in r.get("namespaces", []):
+            if ns.get("size", 0) > 0:
+                res[(r.get("dev"), ns.get("dev"))] = ns.get("name", "")
+    return res
+
+
+def looks_like_volume_id(name):
+    return len(name) > 57 and name[-57] == "-"
+
+
+def volume_device_ids(mode):
+    """Names of the devices that look like volumes: LVs in the driver's VGs, or
+    namespaces named like a volume ID."""
+    if mode == "lvm":
+        return {n for n, (vg, _) in lvs().items() if vg.endswith("fsdax")}
+    return {n for n in all_namespaces().values() if looks_like_volume_id(n)}
+
+
+def state_files(state_dir):
+    """File names in the state directory (volume records, intent markers, temp files)."""
+    try:
+        return sorted(os.listdir(state_dir))
+    except FileNotFoundError:
+        return []
+
+
+def mount_table():
+    """/proc/mounts as (source, mountpoint, fstype) tuples, read so that a mount point
+    with bytes that are not UTF-8 (what a driver without input checks can make) is
+    reported instead of raising (surrogateescape)."""
+    out = []
+    with open("/proc/mounts", errors="surrogateescape") as f:
+        for line in f:
+            src, mnt, fs = line.split()[:3]
+            out.append((_unescape(src), _unescape(mnt), fs))
+    return out

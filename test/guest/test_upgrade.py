@@ -1,21 +1,73 @@
-"""Upgrade in place: devices and state files made the way intel/pmem-csi 1.x makes
-them (built here with ndctl and lvm commands, not by this driver) are taken over:
-ListVolumes shows the volumes, stage/publish/delete work, data survives."""
+"""Upgrade in place and rollback, both device modes.
+
+Upgrade: devices and state files made the way intel/pmem-csi 1.1 makes them (built
+here with ndctl and lvm commands from 1.1's formats, not by this driver) are taken
+over: ListVolumes shows the volumes, stage/publish/delete work, data survives, and a
+CSI inline ephemeral volume that 1.1 created and kubelet mounted is deleted when it is
+unpublished (1.1 marks those with persistencyModel=ephemeral and a size).
+
+Rollback: every kind of volume this driver makes (persistent with each parameter,
+raw block, inline ephemeral, Kata) leaves a state file and device names that a
+checker written from 1.1's rules (pkg/pmem-csi-driver/parameters Parse with
+NodeVolumeOrigin, controllerserver-node.go) accepts and treats the same way."""
 
 import json
 import os
+import re
 
 import csi_pb2 as pb
 from csitest import (LVM_ENV, MiB, DriverTestCase, lvs, mounts_at, regions, run, volume_id, wipe_devices)
 
 
-def upstream_state(state_dir, vid, name, size, mode):
+def upstream_state(state_dir, vid, name, size, mode, params=None):
     """<statePath>/<id>.json as upstream writes it."""
     os.makedirs(state_dir, exist_ok=True)
+    if params is None:
+        params = {"eraseafter": "true", "kataContainers": "false", "persistencyModel": "normal",
+                  "usage": "AppDirect"}
     with open(os.path.join(state_dir, vid + ".json"), "w") as f:
-        json.dump({"id": vid, "size": size, "parameters": {
-            "eraseafter": "true", "kataContainers": "false", "name": name,
-            "persistencyModel": "normal", "usage": "AppDirect", "deviceMode": mode}}, f)
+        json.dump({"id": vid, "size": size, "parameters": dict(params, name=name, deviceMode=mode)}, f)
+        f.write("\n")  # Go's json.Encoder ends with a newline
+
+
+# An inline ephemeral volume of 1.1: named by kubelet's volume ID, and (createEphemeralDevice
+# -> ToContext) only the keys that were set: the pod's attributes, persistencyModel, name, deviceMode.
+EPHEMERAL = "csi-" + "7e" * 32
+
+
+def ephemeral_params(size):
+    return {"persistencyModel": "ephemeral", "size": str(size)}
+
+
+V11_KEYS = {"eraseafter", "kataContainers", "usage", "name", "persistencyModel", "size", "deviceMode"}
+GO_BOOLS = {"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"}
+
+
+def v11_check(path, mode):
+    """What 1.1 does with a state file: None if it rejects it, else (volume, ephemeral)."""
+    with open(path) as f:
+        vol = json.load(f)
+    if not isinstance(vol.get("id"), str) or not isinstance(vol.get("size"), int):
+        return None
+    p = vol.get("parameters") or {}
+    for k, v in p.items():
+        if k not in V11_KEYS or not isinstance(v, str):
+            return None
+        if k in ("eraseafter", "kataContainers") and v not in GO_BOOLS:
+            return None
+        if k == "usage" and v not in ("AppDirect", "FileIO", ""):
+            return None
+        if k == "persistencyModel" and v not in ("normal", "none", "ephemeral"):
+            return None
+        if k == "deviceMode" and v not in ("lvm", "direct", "ndctl", "fake"):
+            return None
+        if k == "size" and not re.fullmatch(r"[0-9]+", v):
+            return None  # we write plain byte counts; 1.1 parses them as quantities
+    if p.get("kataContainers") in ("1", "t", "T", "TRUE", "true", "True") and p.get("usage") == "FileIO":
+        return None
+    if p.get("deviceMode", "") != mode:
+        return None  # 1.1 would look for the device with another device manager
+    return vol, p.get("persistencyModel") == "ephemeral"
 
 
 def pmem_regions():
@@ -34,21 +86,23 @@ class UpgradeBase(DriverTestCase):
             vg = "ndbus0%sfsdax" % reg
             run(["vgcreate", "--force", "-y", vg, "/dev/" + out["blockdev"]], env=LVM_ENV)
         devs = []
-        for name in self.names:
+        for name in self.names + [EPHEMERAL]:
             vid = volume_id(name)
             run(["lvcreate", "-y", "-Zn", "-L", "%db" % (64 * MiB), "-n", vid, "ndbus0region0fsdax"], env=LVM_ENV)
             devs.append("/dev/ndbus0region0fsdax/" + vid)
-            upstream_state(type(self).state_dir, vid, name, 64 * MiB, "lvm")
+            upstream_state(type(self).state_dir, vid, name, 64 * MiB, "lvm",
+                           ephemeral_params(60 * MiB) if name == EPHEMERAL else None)
         return devs
 
     def make_upstream_direct(self):
         devs = []
-        for name in self.names:
+        for name in self.names + [EPHEMERAL]:
             vid = volume_id(name)
             out = json.loads(run(["ndctl", "create-namespace", "-r", pmem_regions()[0], "-m", "fsdax",
                                   "-s", str(96 * MiB), "-n", vid]))
             devs.append("/dev/" + out["blockdev"])
-            upstream_state(type(self).state_dir, vid, name, 96 * MiB, "direct")
+            upstream_state(type(self).state_dir, vid, name, 96 * MiB, "direct",
+                           ephemeral_params(90 * MiB) if name == EPHEMERAL else None)
         return devs
 
     def test_01_takeover(self):
@@ -63,6 +117,11 @@ class UpgradeBase(DriverTestCase):
         with open(os.path.join(mnt, "old-data"), "w") as f:
             f.write("written by the old driver")
         run(["umount", mnt])
+        # 1.1's inline volume, formatted and mounted at kubelet's target path by 1.1.
+        run(["mkfs.ext4", "-q", "-F", "-b", "4096", devs[-1]])
+        cls.eph_target = self.path("pods", "eph", "mount")
+        os.makedirs(cls.eph_target, exist_ok=True)
+        run(["mount", "-o", "dax", devs[-1], cls.eph_target])
         if self.mode == "direct":
             cls.driver.extra_args.append("-deviceManager=direct")
         cls.driver.start()
@@ -70,8 +129,10 @@ class UpgradeBase(DriverTestCase):
         for name in self.names:
             self.assertIn(volume_id(name), ids, "upstream volume %s not listed" % name)
         if self.mode == "lvm":
-            self.assertEqual(sorted(v for v in lvs()), sorted(volume_id(n) for n in self.names),
+            self.assertEqual(sorted(v for v in lvs()), sorted(volume_id(n) for n in self.names + [EPHEMERAL]),
                              "the driver changed the LVs at start")
+        self.assertTrue(os.path.exists(self.state_file(volume_id(EPHEMERAL))),
+                        "1.1's state file of an inline volume was dropped: " + cls.driver.log_tail())
 
     def test_02_stage_publish_keeps_data(self):
         vid = volume_id(self.names[0])
@@ -91,6 +152,23 @@ class UpgradeBase(DriverTestCase):
                                                      access_mode=pb.VolumeCapability.AccessMode(mode=1))]))
         self.assertEqual(r.volume.volume_id, volume_id(self.names[1]))
 
+    def test_03b_v11_ephemeral_deleted_on_unpublish(self):
+        """The leak of an upgrade: 1.1's inline volume must go when kubelet unpublishes it."""
+        cls = type(self)
+        vid = volume_id(EPHEMERAL)
+        self.assertTrue(mounts_at(cls.eph_target), "not mounted before")
+        self.expect(None, self.c.NodeUnpublishVolume,
+                    pb.NodeUnpublishVolumeRequest(volume_id=EPHEMERAL, target_path=cls.eph_target),
+                    "unpublish 1.1's inline volume")
+        self.assertFalse(mounts_at(cls.eph_target), "still mounted")
+        self.assertFalse(os.path.exists(self.state_file(vid)), "state file left: the volume leaked")
+        if self.mode == "lvm":
+            self.assertNotIn(vid, lvs(), "LV left: the volume leaked")
+        else:
+            left = [ns for r in regions() for ns in r.get("namespaces", []) if ns.get("name") == vid]
+            self.assertEqual(left, [], "namespace left: the volume leaked")
+        self.assertNotIn(vid, self.listed_ids())
+
     def test_04_delete(self):
         for name in self.names:
             self.delete(volume_id(name))
@@ -101,6 +179,62 @@ class UpgradeBase(DriverTestCase):
             left = [ns for r in regions() for ns in r.get("namespaces", []) if ns.get("name") in
                     [volume_id(n) for n in self.names]]
             self.assertEqual(left, [])
+
+
+    def test_05_rollback_our_state_read_by_v11(self):
+        """Every kind of volume made here: 1.1's parser accepts the state file, the device has 1.1's name."""
+        kinds = {
+            "pvc-r0110000-0000-0000-0000-000000000001": {},
+            "pvc-r0110000-0000-0000-0000-000000000002": {"eraseafter": "false", "usage": "FileIO"},
+            "pvc-r0110000-0000-0000-0000-000000000003": {"kataContainers": "true", "persistencyModel": "none"},
+            "pvc-r0110000-0000-0000-0000-000000000004": {"usage": "", "eraseafter": "0"},
+        }
+        made = []
+        for name, params in kinds.items():
+            made.append((self.create(name, params=params).volume_id, False))
+        # raw block
+        r = self.c.CreateVolume(pb.CreateVolumeRequest(
+            name="pvc-r0110000-0000-0000-0000-000000000005", capacity_range=pb.CapacityRange(required_bytes=64 * MiB),
+            volume_capabilities=[pb.VolumeCapability(block=pb.VolumeCapability.BlockVolume(),
+                                                     access_mode=pb.VolumeCapability.AccessMode(mode=1))]))
+        self._track(r.volume.volume_id)
+        made.append((r.volume.volume_id, False))
+        # inline ephemeral, as kubelet publishes it
+        kid = "csi-" + "0b" * 32
+        target = self.path("pods", "ours", "mount")
+        os.makedirs(target, exist_ok=True)
+        ctx = {"csi.storage.k8s.io/ephemeral": "true", "csi.storage.k8s.io/pod.name": "app-0",
+               "csi.storage.k8s.io/pod.namespace": "default", "size": "100Mi", "eraseafter": "false"}
+        self.expect(None, self.c.NodePublishVolume,
+                    pb.NodePublishVolumeRequest(volume_id=kid, target_path=target,
+                                                volume_capability=pb.VolumeCapability(
+                                                    mount=pb.VolumeCapability.MountVolume(fs_type="ext4"),
+                                                    access_mode=pb.VolumeCapability.AccessMode(mode=1)),
+                                                volume_context=ctx), "ephemeral publish")
+        made.append((volume_id(kid), True))
+        try:
+            for vid, ephemeral in made:
+                got = v11_check(self.state_file(vid), self.mode)
+                with open(self.state_file(vid)) as f:
+                    text = f.read()
+                self.assertIsNotNone(got, "1.1 would reject the state file of %s: %s" % (vid, text))
+                vol, is_eph = got
+                self.assertEqual(vol["id"], vid)
+                self.assertEqual(is_eph, ephemeral, "1.1 would treat %s as ephemeral=%s: %s" % (vid, is_eph, text))
+                if ephemeral:
+                    self.assertEqual(vol["parameters"].get("name"), kid, "1.1 finds inline volumes by name")
+                    self.assertEqual(int(vol["parameters"]["size"]), 100 * MiB)
+                # 1.1 finds the device by the volume ID: LV name or namespace name
+                if self.mode == "lvm":
+                    self.assertIn(vid, lvs(), "no LV named %s" % vid)
+                else:
+                    names = [ns.get("name") for r_ in regions() for ns in r_.get("namespaces", [])]
+                    self.assertIn(vid, names, "no namespace named %s" % vid)
+        finally:
+            self.unpublish(kid, target)
+            for vid, ephemeral in made:
+                if not ephemeral:
+                    self.delete(vid)
 
 
 class UpgradeLVM(UpgradeBase):

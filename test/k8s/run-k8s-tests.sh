@@ -6,22 +6,42 @@
 # guest with the node patch against this API server (test/vm/run-convert.sh).
 #
 # usage: test/k8s/run-k8s-tests.sh BUILDDIR
-# Environment: KUBE_APISERVER - a kube-apiserver binary (not in Debian: build it
-# from the Kubernetes sources, see DEVELOPERS.md). Unset: everything is skipped.
+# Environment: KUBE_APISERVER - a kube-apiserver binary (not in Debian; scripts/test.sh
+# sets it to the one unpacked from ../shared/tools), ETCD (default: etcd on PATH,
+# Debian's etcd-server, installed here when missing), kubectl on PATH.
+# SKIP_VM=1 leaves out the conversion in the guest.
+# Without a tool, its tests are skipped, or failed when CI=true.
 # Ends with "N passed, N failed[, N skipped]".
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$(realpath "${1:-$REPO/build}")
+TESTS=("manifests and examples accepted by a real API server (kubectl apply --dry-run=server)"
+       "webhooks mode and node checks against a real API server"
+       "deploy/ applied over intel/pmem-csi 1.1's objects (test_compat.py)"
+       "raw namespace conversion in the guest, node patched through a real API server")
+# Nothing can run without these: every test is skipped, or failed in CI.
+why=
 if [ -z "${KUBE_APISERVER:-}" ]; then
-    for t in "manifests and examples accepted by a real API server (kubectl apply --dry-run=server)" \
-             "webhooks mode and node checks against a real API server" \
-             "raw namespace conversion in the guest, node patched through a real API server"; do
-        echo "SKIP - $t (KUBE_APISERVER is not set: build kube-apiserver, see DEVELOPERS.md)"
-    done
-    echo "0 passed, 0 failed, 3 skipped"
+    why="KUBE_APISERVER is not set: scripts/test.sh takes it from ../shared/tools"
+elif [ ! -x "$KUBE_APISERVER" ]; then
+    why="KUBE_APISERVER=$KUBE_APISERVER is not an executable"
+elif ! command -v kubectl >/dev/null; then
+    why="kubectl is not installed (not usable from Debian 12, see DEVELOPERS.md)"
+else
+    if [ -z "${ETCD:-}" ] && ! command -v etcd >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq --no-install-recommends etcd-server >/dev/null 2>&1
+    fi
+    [ -n "${ETCD:-}" ] || command -v etcd >/dev/null || why="no etcd (apt-get install etcd-server)"
+fi
+if [ -n "$why" ]; then
+    if [ "${CI:-}" = true ]; then
+        for t in "${TESTS[@]}"; do echo "FAIL - $t ($why; CI=true: a missing tool is a failure)"; done
+        echo "0 passed, ${#TESTS[@]} failed"; exit 1
+    fi
+    for t in "${TESTS[@]}"; do echo "SKIP - $t ($why)"; done
+    echo "0 passed, 0 failed, ${#TESTS[@]} skipped"
     exit 0
 fi
-command -v etcd >/dev/null || apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
 KDIR=$(mktemp -d /tmp/pmem-csi-apiserver.XXXXXX)
 trap 'bash "$REPO/test/k8s/apiserver.sh" stop "$KDIR"' EXIT
 if ! bash "$REPO/test/k8s/apiserver.sh" start "$KDIR"; then
@@ -39,10 +59,20 @@ out=$(mktemp)
 bash "$REPO/test/deploy/check-manifests.sh" 2>&1 | grep -E 'dry-run|^[0-9]+ passed' | tee "$out" | grep -v '^[0-9]' 
 # check-manifests counts its cluster-free checks too: count only the dry-runs here.
 P=$((P + $(grep -c '^ok - .*dry-run' "$out"))); F=$((F + $(grep -c '^FAIL - .*dry-run' "$out")))
+if ! grep -q '^ok - .*dry-run' "$out"; then
+    echo "FAIL - ${TESTS[0]} (check-manifests.sh ran no dry-run)"; F=$((F + 1))
+fi
 /usr/bin/python3 "$REPO/test/k8s/test_k8s.py" "$BUILD" "$KDIR" | tee "$out"
 add "$out" "test_k8s.py"
-bash "$REPO/test/vm/run-convert.sh" "$BUILD" "$KDIR/kubeconfig-guest" | tee "$out"
-add "$out" "conversion in the guest"
+/usr/bin/python3 "$REPO/test/k8s/test_compat.py" "$BUILD" "$KDIR" | tee "$out"
+add "$out" "test_compat.py"
+S=0
+if [ "${SKIP_VM:-0}" = 1 ]; then
+    echo "SKIP - ${TESTS[3]} (SKIP_VM=1)"; S=1
+else
+    bash "$REPO/test/vm/run-convert.sh" "$BUILD" "$KDIR/kubeconfig-guest" | tee "$out"
+    add "$out" "conversion in the guest"
+fi
 rm -f "$out"
-echo "$P passed, $F failed"
+echo "$P passed, $F failed, $S skipped"
 [ $F = 0 ]

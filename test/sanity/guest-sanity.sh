@@ -24,5 +24,7 @@ echo "== LVs left: $(lvs --noheadings 2>/dev/null | wc -l); volume namespaces le
 line=$(grep -aE '[0-9]+ Passed \| [0-9]+ Failed' "$W/sanity.out" | tail -1)
 p=$(sed -E 's/.* ([0-9]+) Passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) Failed.*/\1/' <<<"$line")
 [ -n "$line" ] || { p=0; f=1; }
+# A run that passed nothing tested nothing (a driver without capabilities, a wrong flag).
+[ "$p" != 0 ] || { echo "FAIL - csi-sanity ran no spec"; f=$((f + 1)); }
 echo "$p passed, $f failed"
 [ "$f" = 0 ]

@@ -3,10 +3,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "basic/macro.h"
 #include "csi/ownership.h"
+#include "basic/strutil.h"
 #include "csi/server.h"
 #include "fs/fs.h"
 #include "fs/kata.h"
@@ -227,4 +231,78 @@ TEST(ownership_decision_table)
 		}
 	}
 	CHECK_STR(ownership_action_name(OWNERSHIP_SERVE), "serve");
+}
+
+TEST(fs_path_check)
+{
+	const char *why = NULL;
+
+	CHECK_INT(fs_path_check("/var/lib/kubelet/pods/x/volumes/mount", &why), 0);
+	CHECK_INT(fs_path_check("/a//b/", &why), 0); /* empty components are harmless */
+	CHECK_INT(fs_path_check("/", &why), 0);
+	CHECK_INT(fs_path_check("/a/.hidden/..b/...", &why), 0);
+	CHECK_INT(fs_path_check("", &why), -EINVAL);
+	CHECK_INT(fs_path_check(NULL, &why), -EINVAL);
+	CHECK_INT(fs_path_check("rel/path", &why), -EINVAL);
+	CHECK_STR(why, "is not an absolute path");
+	CHECK_INT(fs_path_check("./a", &why), -EINVAL);
+	CHECK_INT(fs_path_check("/a/../b", &why), -EINVAL);
+	CHECK_STR(why, "has a \"..\" component");
+	CHECK_INT(fs_path_check("/a/b/..", &why), -EINVAL);
+	CHECK_INT(fs_path_check("/..", &why), -EINVAL);
+	CHECK_INT(fs_path_check("/a/./b", &why), -EINVAL);
+	CHECK_STR(why, "has a \".\" component");
+	CHECK_INT(fs_path_check("/a/.", &why), -EINVAL);
+}
+
+TEST(fs_path_resolve)
+{
+	char dir[] = "/tmp/pmem-csi-unit.XXXXXX";
+	char *res = NULL, *p = NULL, *l = NULL, *real = NULL;
+
+	CHECK(mkdtemp(dir) != NULL);
+	real = realpath(dir, NULL); /* /tmp may itself be a symlink */
+	p = xasprintf("%s/real", dir);
+	l = xasprintf("%s/link", dir);
+	CHECK_INT(mkdir(p, 0700), 0);
+	CHECK_INT(symlink(p, l), 0);
+	free(p);
+
+	p = xasprintf("%s/real", real);
+	CHECK_INT(fs_path_resolve(l, &res), 0); /* existing: every symlink resolved */
+	CHECK_STR(res, p);
+	free(res);
+	free(p);
+	p = xasprintf("%s/link/new/deeper", dir); /* not existing yet: the existing prefix is resolved */
+	CHECK_INT(fs_path_resolve(p, &res), 0);
+	free(p);
+	p = xasprintf("%s/real/new/deeper", real);
+	CHECK_STR(res, p);
+	free(res);
+	free(p);
+	p = xasprintf("%s//link//", dir);
+	CHECK_INT(fs_path_resolve(p, &res), 0);
+	free(p);
+	p = xasprintf("%s/real", real);
+	CHECK_STR(res, p);
+	free(res);
+	free(p);
+	p = xasprintf("%s/dangling", dir); /* a dangling symlink is not followed */
+	CHECK_INT(symlink("/nonexistent/pmem-csi", p), 0);
+	CHECK_INT(fs_path_resolve(p, &res), 0);
+	free(p);
+	p = xasprintf("%s/dangling", real);
+	CHECK_STR(res, p);
+	free(res);
+	unlink(p);
+	free(p);
+	p = xasprintf("%s/link", dir);
+	unlink(p);
+	free(p);
+	p = xasprintf("%s/real", dir);
+	rmdir(p);
+	free(p);
+	rmdir(dir);
+	free(l);
+	free(real);
 }

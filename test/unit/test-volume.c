@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "basic/macro.h"
+#include "basic/strutil.h"
 #include "volume/params.h"
 #include "volume/state.h"
 #include "test.h"
@@ -26,11 +27,143 @@ TEST(volume_id_upstream_compatible)
 	CHECK(strlen(id) <= 63);
 	CHECK(volume_id_is_valid(id));
 	CHECK(volume_id_from_name("", id) < 0);
-	CHECK(volume_id_from_name("-abc", id) < 0);
-	CHECK(volume_id_from_name("a/b", id) < 0);
-	CHECK(volume_id_from_name("abc de", id) < 0);
 	/* only the first 6 bytes have to be safe */
 	CHECK_INT(volume_id_from_name("abcdef/ghi", id), 0);
+}
+
+TEST(volume_id_unsafe_prefix)
+{
+	/*
+	 * 1.1 accepts any non-empty name and uses its first 6 bytes as they are;
+	 * those that LVM (or a file name) cannot hold become '+', the hash is of
+	 * the whole name as in 1.1 (hashes from Python's hashlib).
+	 */
+	static const struct {
+		const char *name, *id;
+	} cases[] = {
+		{ "-abc", "+abc-a68b9eff2b9d13fb94a2255ebbaafbbf93e843a386fd6c3c4c911eda" },
+		{ "a/b", "a+b-1cab3e2db062cf85214eb170012abab559369ab8ef736bf3738edac5" },
+		{ "abc de", "abc+de-c86eb3e9f855a1d6d17b1ded3642666a9f153955b6439163c401d0ee" },
+		{ "_mlog1", "+mlog1-055f310897789a6bc47f565324622d522d04a6d11a792682c7f6d389" },
+		{ "\xc3\xa9t\xc3\xa9-vol", "++t++--eaef1ce563287bbb01f0fa5a01728fa3ec9c5b2c4a9013d909273ea9" },
+		/* a valid prefix is 1.1's ID unchanged */
+		{ "pvc-12", "pvc-12-2902e72e005b95be83c65f963c88c2585a16bcb8fc2d6c072437021a" },
+	};
+	char id[VOLUME_ID_MAX];
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		CHECK_INT(volume_id_from_name(cases[i].name, id), 0);
+		CHECK_STR(id, cases[i].id);
+		CHECK(volume_id_is_valid(id));
+	}
+}
+
+/*
+ * resource.Quantity.Value() for the inputs of apimachinery's TestQuantityParse
+ * table (v0.25; the values are its expected quantities rounded up to a whole
+ * number, as Value() does), its invalid list, and 1.1's parameter tests.
+ */
+TEST(quantity_kubernetes_cases)
+{
+	static const struct {
+		const char *s;
+		uint64_t v;
+	} good[] = {
+		{ "0", 0 }, { "0n", 0 }, { "0u", 0 }, { "0m", 0 }, { "0Ki", 0 }, { "0k", 0 },
+		{ "0Mi", 0 }, { "0M", 0 }, { "0Gi", 0 }, { "0G", 0 }, { "0Ti", 0 }, { "0T", 0 },
+		{ "1", 1 }, { "1Ki", 1024 }, { "8Ki", 8192 }, { "7Mi", 7340032 }, { "6Gi", 6442450944 },
+		{ "5Ti", 5497558138880 }, { "4Pi", 4503599627370496 }, { "3Ei", 3458764513820540928 },
+		{ "10Ti", 10995116277760 }, { "100Ti", 109951162777600 },
+		{ "5n", 1 }, { "4u", 1 }, { "3m", 1 }, { "9", 9 }, { "8k", 8000 }, { "50k", 50000 },
+		{ "7M", 7000000 }, { "6G", 6000000000 }, { "5T", 5000000000000 }, { "40T", 40000000000000 },
+		{ "300T", 300000000000000 }, { "2P", 2000000000000000 }, { "1E", 1000000000000000000 },
+		{ "1E-3", 1 }, { "1e3", 1000 }, { "1E6", 1000000 }, { "1e9", 1000000000 },
+		{ "1E12", 1000000000000 }, { "1e15", 1000000000000000 }, { "1E18", 1000000000000000000 },
+		{ "1e14", 100000000000000 }, { "1e13", 10000000000000 }, { "100.035k", 100035 },
+		{ "0.001", 1 }, { "0.0005k", 1 }, { "0.005", 1 }, { "0.05", 1 }, { "0.5", 1 },
+		{ "0.00050k", 1 }, { "0.00500", 1 }, { "0.05000", 1 }, { "0.50000", 1 }, { "0.5e0", 1 },
+		{ "0.5e-1", 1 }, { "0.5e-2", 1 }, { "10.035M", 10035000 },
+		{ "1.2e3", 1200 }, { "1.3E+6", 1300000 }, { "1.40e9", 1400000000 }, { "1.53E12", 1530000000000 },
+		{ "1.6e15", 1600000000000000 }, { "1.7E18", 1700000000000000000 },
+		{ "9.01", 10 }, { "8.1k", 8100 }, { "7.123456M", 7123456 }, { "6.987654321G", 6987654321 },
+		{ "5.444T", 5444000000000 }, { "40.1T", 40100000000000 }, { "300.2T", 300200000000000 },
+		{ "2.5P", 2500000000000000 }, { "1.01E", 1010000000000000000 },
+		{ "3.001n", 1 }, { "1.1E-9", 1 }, { "0.0000000001", 1 }, { "0.0000000005", 1 },
+		{ "0.00000000050", 1 }, { "0.5e-9", 1 }, { "0.9n", 1 }, { "0.00000012345", 1 },
+		{ "9Ei", INT64_MAX }, { "9223372036854775807Ki", INT64_MAX }, /* maxAllowed cap */
+		{ "100.035Ki", 102436 }, { "0.5Mi", 524288 }, { "0.05Gi", 53687092 }, { "0.025Ti", 27487790695 },
+		{ "0.000000000001Ki", 1 }, { ".001", 1 }, { ".0001k", 1 }, { "1.", 1 }, { "1.G", 1000000000 },
+		/* the same with an explicit '+' (the test does all of them) */
+		{ "+1Gi", 1073741824 }, { "+0.5e-9", 1 },
+		/* 1.1's parameter tests */
+		{ "1Gi", 1073741824 }, { "100", 100 },
+		/* the scanner's corners: a lone sign or '.', no digits before a suffix */
+		{ "+", 0 }, { "-", 0 }, { ".", 0 }, { "-.", 0 }, { "Gi", 0 }, { "e5", 0 }, { "-0", 0 },
+		{ "000", 0 }, { "007", 7 },
+		/* exponents are truncated to int32 by Go: 4294967299 -> 3 */
+		{ "1e4294967299", 1000 }, { "1e-30", 1 },
+		/* exact rounding beyond int64 and float precision */
+		{ "1.0000000000000000000000000001", 2 }, { "123456789012345678901234567890e-20", 1234567891 },
+		{ "9223372036854775807", INT64_MAX }, { "9223372036854775806.5", INT64_MAX },
+		{ "7.9999999999999999999Ei", INT64_MAX }, { "1.5Ei", 1729382256910270464 },
+	};
+	static const struct {
+		const char *s;
+		int err;
+	} bad[] = {
+		/* apimachinery's invalid list */
+		{ "1.1.M", -EINVAL }, { "1+1.0M", -EINVAL }, { "0.1mi", -EINVAL }, { "0.1am", -EINVAL },
+		{ "aoeu", -EINVAL }, { ".5i", -EINVAL }, { "1i", -EINVAL }, { "-3.01i", -EINVAL },
+		{ "-3.01e-", -EINVAL }, { " 1", -EINVAL }, { "1 ", -EINVAL }, { "", -EINVAL },
+		/* 1.1's parameter tests */
+		{ "1X", -EINVAL }, { "foo", -EINVAL },
+		/* no digits where Go takes its slow path: ErrNumeric */
+		{ ".e-10", -EINVAL }, { "+Pi", -EINVAL }, { ".Ei", -EINVAL },
+		{ "1e9223372036854775808", -EINVAL }, { "1e", -EINVAL }, { "1Ki1", -EINVAL },
+		/* Kubernetes accepts these, but Value() is not the quantity */
+		{ "-1", -ERANGE }, { "-0.1", -ERANGE }, { "-3.01e-1", -ERANGE }, { "12E", -ERANGE },
+		{ "9223372036854775808", -ERANGE }, { "1e999", -ERANGE },
+	};
+	uint64_t v;
+
+	for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+		v = 12345;
+		CHECK_INT(parse_quantity(good[i].s, &v), 0);
+		if (v != good[i].v)
+			fprintf(stderr, "  quantity %s -> %" PRIu64 ", expected %" PRIu64 "\n", good[i].s, v, good[i].v);
+		CHECK(v == good[i].v);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		int r;
+		v = 12345;
+		r = parse_quantity(bad[i].s, &v);
+		if (r != bad[i].err)
+			fprintf(stderr, "  quantity \"%s\" -> %d (%" PRIu64 "), expected %d\n", bad[i].s, r, v,
+				bad[i].err);
+		CHECK(r == bad[i].err);
+		CHECK(v == 12345);
+	}
+}
+
+TEST(bool_as_go_parse_bool)
+{
+	static const char *const yes[] = { "1", "t", "T", "TRUE", "true", "True" };
+	static const char *const no[] = { "0", "f", "F", "FALSE", "false", "False" };
+	static const char *const bad[] = { "", "yes", "no", "on", "off", "tRUE", "TRue", "y", " true", "true " };
+	bool b;
+
+	for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+		b = false;
+		CHECK_INT(parse_bool(yes[i], &b), 0);
+		CHECK(b);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(no); i++) {
+		b = true;
+		CHECK_INT(parse_bool(no[i], &b), 0);
+		CHECK(!b);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+		CHECK(parse_bool(bad[i], &b) < 0);
 }
 
 TEST(volume_id_is_valid)
@@ -373,4 +506,191 @@ TEST(state_scan_and_lost_dir)
 	CHECK_INT(state_exists(dir, a), 1);
 	CHECK_INT(state_remove(dir, a), 0);
 	CHECK_INT(rmdir(dir), 0);
+}
+
+/*
+ * A checker written from intel/pmem-csi 1.1's rules for a state file
+ * (pkg/pmem-csi-driver/parameters Parse(NodeVolumeOrigin) and
+ * controllerserver-node.go's nodeVolume): the only keys it accepts are
+ * eraseafter, kataContainers, usage, name, persistencyModel, size and
+ * deviceMode; booleans as strconv.ParseBool; usage AppDirect, FileIO or "";
+ * persistencyModel normal, none or ephemeral; deviceMode lvm, direct, fake or
+ * ndctl; kata with FileIO is an error. Returns whether 1.1 treats the volume
+ * as ephemeral (deletes it on unpublish), or -1 if it rejects the file.
+ */
+static int v11_check_params(const char *const *keys, const char *const *values, size_t n)
+{
+	static const char *const allowed[] = { "eraseafter", "kataContainers", "usage", "name",
+					       "persistencyModel", "size", "deviceMode" };
+	bool ephemeral = false, kata = false, fileio = false, b;
+	uint64_t size;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *k = keys[i], *v = values[i];
+		bool ok = false;
+
+		for (size_t j = 0; j < ELEMENTSOF(allowed); j++)
+			ok |= strcmp(k, allowed[j]) == 0;
+		if (!ok)
+			return -1;
+		if (!strcmp(k, "eraseafter") && parse_bool(v, &b) < 0)
+			return -1;
+		if (!strcmp(k, "kataContainers") && (parse_bool(v, &kata) < 0))
+			return -1;
+		if (!strcmp(k, "usage")) {
+			if (strcmp(v, "AppDirect") && strcmp(v, "FileIO") && strcmp(v, ""))
+				return -1;
+			fileio = !strcmp(v, "FileIO");
+		}
+		if (!strcmp(k, "persistencyModel")) {
+			if (strcmp(v, "normal") && strcmp(v, "none") && strcmp(v, "ephemeral"))
+				return -1;
+			ephemeral = !strcmp(v, "ephemeral");
+		}
+		if (!strcmp(k, "size") && parse_quantity(v, &size) < 0)
+			return -1;
+		if (!strcmp(k, "deviceMode") && strcmp(v, "lvm") && strcmp(v, "direct") && strcmp(v, "fake") &&
+		    strcmp(v, "ndctl"))
+			return -1;
+	}
+	if (kata && fileio)
+		return -1;
+	return ephemeral;
+}
+
+static int v11_check_state(const struct volume_record *r)
+{
+	const char *keys[32], *values[32];
+	char size_buf[VOLUME_PARAMS_SIZE_BUF];
+	size_t n = volume_params_to_state_pairs(&r->params, keys, values, 32, size_buf);
+
+	return v11_check_params(keys, values, n);
+}
+
+TEST(state_ephemeral_as_v11_writes_it)
+{
+	/* What 1.1 writes for an inline volume (createEphemeralDevice ->
+	 * createVolumeInternal: ToContext of the volume attributes, plus
+	 * name, persistencyModel=ephemeral, deviceMode; keys only when set). */
+	static const char v11[] =
+		"{\"id\":\"csi-4a-ff7a8bdb44d6d3b2bca6ba4fa7bc4f1c3b6fd1b3b7e2f4a0ad3e5d2a\",\"size\":117440512,"
+		"\"parameters\":{\"deviceMode\":\"lvm\",\"name\":\"csi-4a5e1d\",\"persistencyModel\":\"ephemeral\","
+		"\"size\":\"115343360\"}}\n";
+	static const char v11_kata[] =
+		"{\"id\":\"csi-4a-ff7a8bdb44d6d3b2bca6ba4fa7bc4f1c3b6fd1b3b7e2f4a0ad3e5d2a\",\"size\":117440512,"
+		"\"parameters\":{\"deviceMode\":\"ndctl\",\"eraseafter\":\"F\",\"kataContainers\":\"1\","
+		"\"name\":\"csi-4a5e1d\",\"persistencyModel\":\"ephemeral\",\"size\":\"115343360\",\"usage\":\"\"}}\n";
+	struct volume_record r = {};
+	char *err = NULL, *json;
+
+	CHECK_INT(state_parse(v11, strlen(v11), &r, &err), 0);
+	CHECK(r.params.ephemeral);
+	CHECK(r.params.has_size && r.params.size == 115343360);
+	CHECK_STR(r.params.name, "csi-4a5e1d");
+	CHECK(r.size == 117440512);
+	/* written back: what 1.1 reads as ephemeral, without our own key */
+	json = state_format(&r);
+	CHECK(json && strstr(json, "\"persistencyModel\":\"ephemeral\""));
+	CHECK(json && strstr(json, "\"size\":\"115343360\""));
+	CHECK(json && !strstr(json, "csi.storage.k8s.io"));
+	CHECK_INT(v11_check_state(&r), 1);
+	free(json);
+	volume_record_done(&r);
+
+	CHECK_INT(state_parse(v11_kata, strlen(v11_kata), &r, &err), 0);
+	CHECK(r.params.ephemeral && r.params.kata && !r.params.erase_after);
+	CHECK_STR(r.params.device_mode, "direct");
+	CHECK_INT(r.params.usage, VOLUME_USAGE_APP_DIRECT);
+	CHECK_INT(v11_check_state(&r), 1);
+	volume_record_done(&r);
+	free(err);
+}
+
+TEST(state_ours_read_by_v11)
+{
+	/* Every kind of volume this driver records, as its handlers fill the
+	 * record: persistent (both modes, Kata, FileIO, no erase), inline
+	 * ephemeral (parsed from the volume attributes kubelet sends). */
+	static const char *const ephemeral_ctx[] = { "csi.storage.k8s.io/ephemeral", "true",
+						     "csi.storage.k8s.io/pod.name", "p",
+						     "size", "110Mi",
+						     "kataContainers", "true",
+						     "fsType", "xfs" };
+	static const char *const create[][6] = {
+		{ "eraseafter", "true", "usage", "AppDirect", "persistencyModel", "normal" },
+		{ "eraseAfter", "false", "usage", "FileIO", "persistencyModel", "none" },
+		{ "kataContainers", "t", "usage", "", "eraseafter", "0" },
+	};
+	const char *modes[] = { "lvm", "direct" };
+	struct volume_record r = {}, back = {};
+	char *err = NULL;
+
+	for (size_t m = 0; m < 2; m++) {
+		for (size_t i = 0; i < ELEMENTSOF(create); i++) {
+			strcpy(r.id, "pvc-7d-718768fbab7c7a93e934fc007c064e07c26347ae914f396e989612ca");
+			r.size = 1 << 30;
+			CHECK_INT(parse(PARAMS_ORIGIN_CREATE_VOLUME, create[i], 3, &r.params, &err), 0);
+			r.params.name = strdup("pvc-7d8e0c3a-1234-4bcd-9f00-0123456789ab");
+			r.params.device_mode = strdup(modes[m]);
+			CHECK_INT(v11_check_state(&r), 0);
+			volume_record_done(&r);
+		}
+		CHECK_INT(parse(PARAMS_ORIGIN_EPHEMERAL, ephemeral_ctx, 5, &r.params, &err), 0);
+		CHECK(r.params.ephemeral);
+		r.params.name = strdup("csi-4a5e1d");
+		r.params.device_mode = strdup(modes[m]);
+		CHECK_INT(v11_check_state(&r), 1);
+		{
+			char *json = state_format(&r);
+			CHECK(json != NULL);
+			CHECK_INT(state_parse(json, strlen(json), &back, &err), 0);
+			CHECK(back.params.ephemeral && back.params.kata && back.params.size == 110 << 20);
+			free(json);
+			volume_record_done(&back);
+		}
+		volume_record_done(&r);
+	}
+	/* state files an earlier version of this driver wrote stay readable */
+	{
+		static const char old[] =
+			"{\"id\":\"csi-4a-ff7a8bdb44d6d3b2bca6ba4fa7bc4f1c3b6fd1b3b7e2f4a0ad3e5d2a\",\"size\":1,"
+			"\"parameters\":{\"csi.storage.k8s.io/ephemeral\":\"true\",\"persistencyModel\":\"normal\"}}";
+		CHECK_INT(state_parse(old, strlen(old), &r, &err), 0);
+		CHECK(r.params.ephemeral);
+		CHECK_INT(v11_check_state(&r), 1);
+		volume_record_done(&r);
+	}
+	free(err);
+}
+
+TEST(params_v11_values)
+{
+	struct volume_params p;
+	char *err = NULL;
+	const char *usage_empty[] = { "usage", "" };
+	const char *eph_ctx[] = { "persistencyModel", "ephemeral" };
+	const char *bad_mode[] = { "deviceMode", "nvme" };
+	const char *eph_false[] = { "persistencyModel", "ephemeral", "csi.storage.k8s.io/ephemeral", "false" };
+
+	CHECK_INT(parse(PARAMS_ORIGIN_CREATE_VOLUME, usage_empty, 1, &p, &err), 0);
+	CHECK_INT(p.usage, VOLUME_USAGE_APP_DIRECT);
+	volume_params_done(&p);
+	/* "ephemeral" is 1.1's internal value: only in state files */
+	CHECK(parse(PARAMS_ORIGIN_CREATE_VOLUME, eph_ctx, 1, &p, &err) < 0);
+	CHECK(err && strstr(err, "persistencyModel"));
+	free(err);
+	err = NULL;
+	volume_params_done(&p);
+	CHECK(parse(PARAMS_ORIGIN_PUBLISH_CONTEXT, eph_ctx, 1, &p, &err) < 0);
+	free(err);
+	err = NULL;
+	volume_params_done(&p);
+	CHECK(parse(PARAMS_ORIGIN_STATE, bad_mode, 1, &p, &err) < 0);
+	CHECK(err && strstr(err, "deviceMode"));
+	free(err);
+	err = NULL;
+	volume_params_done(&p);
+	CHECK_INT(parse(PARAMS_ORIGIN_STATE, eph_false, 2, &p, &err), 0);
+	CHECK(p.ephemeral);
+	volume_params_done(&p);
 }
