@@ -90,6 +90,11 @@ else
     result skip "deployment manifests" "kubectl is not installed"
 fi
 
+echo "== documentation against the code (flags, metrics, parameters)"
+/usr/bin/python3 test/docs/check_docs.py build >"$LOG/docs.log" 2>&1; rc=$?
+grep -aE '^(FAIL|SKIP) - ' "$LOG/docs.log" | sed 's/^/    /'
+absorb "documentation against the code" "$LOG/docs.log" $rc
+
 if [ "${SKIP_VM:-0}" = 1 ]; then
     result skip "in-guest CSI suite" "SKIP_VM=1"
     result skip "csi-sanity" "SKIP_VM=1"
