@@ -144,6 +144,11 @@ bash test/k8s/run-k8s-tests.sh build >"$LOG/k8s.log" 2>&1; rc=$?
 grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/k8s.log" | sed 's/^/    /'
 absorb "real API server" "$LOG/k8s.log" $rc
 
+echo "== documentation against the code (flags, metrics, parameters)"
+/usr/bin/python3 test/docs/check_docs.py build >"$LOG/docs.log" 2>&1; rc=$?
+grep -aE '^(FAIL|SKIP) - ' "$LOG/docs.log" | sed 's/^/    /'
+absorb "documentation against the code" "$LOG/docs.log" $rc
+
 if [ "${SKIP_VM:-0}" = 1 ]; then
     for t in "in-guest CSI suite" "Kata images as NVDIMMs" "raw namespace conversion" \
              "csi-sanity (lvm mode)" "csi-sanity (direct mode)"; do

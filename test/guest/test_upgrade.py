@@ -296,3 +296,64 @@ class UpgradeReadOnlySys(DriverTestCase):
         finally:
             d.stop()
         run(["rmdir", "/host-sys"], check=False)
+
+
+class V11CommandLineDriver(Driver):
+    """The driver with the command line of 1.1's node DaemonSet (deploy/kubernetes-1.25,
+    kubelet's $(VAR) expansion done) plus klog flags 1.1 accepted; KUBE_NODE_NAME and
+    TERMINATION_LOG_PATH in the environment, as that DaemonSet sets them."""
+    termination_log = None
+    endpoint = None
+
+    def argv(self):
+        import csitest
+        return [csitest.DRIVER, "-deviceManager=lvm", "-v=3", "-logging-format=text", "-mode=node",
+                "-endpoint=" + (self.endpoint or "unix://" + csitest.ENDPOINT_PATH), "-nodeid=" + self.nodeid,
+                "-statePath=" + self.state_dir, "-drivername=pmem-csi.intel.com", "-pmemPercentage=100",
+                "-logtostderr=true", "-alsologtostderr", "-stderrthreshold=INFO", "-skip_headers=false",
+                "-add_dir_header", "-one_output=True", "-log_file_max_size=1800", "-vmodule=", "-log_backtrace_at="]
+
+    def start(self, wait=True):
+        import csitest  # Driver.start() passes csitest.LVM_ENV as the environment
+        csitest.LVM_ENV["KUBE_NODE_NAME"] = self.nodeid
+        if self.termination_log:
+            csitest.LVM_ENV["TERMINATION_LOG_PATH"] = self.termination_log
+        try:
+            super().start(wait)
+        finally:
+            csitest.LVM_ENV.pop("KUBE_NODE_NAME", None)
+            csitest.LVM_ENV.pop("TERMINATION_LOG_PATH", None)
+
+
+class UpgradeV11CommandLine(DriverTestCase):
+    """1.1's DaemonSet command line and environment work unchanged."""
+    group = "upgrade-v11-args"
+    start_driver = False
+
+    def test_01_v11_node_args_ready(self):
+        d = V11CommandLineDriver(self.group, type(self).state_dir)
+        d.start()
+        try:
+            self.assertIn("Accepted for compatibility but not applied", d.log_text(since_start=True))
+        finally:
+            d.stop()
+
+    def test_02_termination_log(self):
+        bad = "unix:///proc/pmem-csi-impossible/csi.sock"  # a fatal error at start
+        d = V11CommandLineDriver(self.group + "-fail", type(self).state_dir)
+        d.endpoint = bad
+        d.termination_log = self.path("termination-log")
+        d.start(wait=False)
+        try:
+            for _ in range(300):
+                if not d.alive():
+                    break
+                time.sleep(0.1)
+            self.assertFalse(d.alive(), "the driver runs without its endpoint")
+            self.assertNotEqual(d.proc.returncode, 0)
+            with open(d.termination_log) as f:
+                msg = f.read()
+            self.assertIn("pmem-csi-driver failed:", msg)
+            self.assertIn(bad, msg, "the termination message does not say what failed")
+        finally:
+            d.stop()
