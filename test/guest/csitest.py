@@ -61,9 +61,25 @@ def log(msg):
     print("# " + msg, flush=True)
 
 
+_LVM_RESERVED = ("_cdata", "_cmeta", "_corig", "_iorig", "_mlog", "_rlog", "_rmeta", "_tdata",
+                 "_tmeta", "_vdata")
+
+
 def volume_id(name):
-    """The volume ID the driver derives from a CSI name (as upstream pmem-csi)."""
-    return name[:6] + "-" + hashlib.sha224(name.encode()).hexdigest()
+    """The volume ID the driver derives from a CSI name: as intel/pmem-csi 1.1 (the
+    first 6 bytes, '-', hex SHA-224 of the name) when those bytes make a valid LVM
+    name; otherwise bytes LVM refuses (and a leading '-', and the '_' of a reserved
+    LVM suffix) become '+'."""
+    raw = name.encode() if isinstance(name, str) else bytes(name)
+    prefix = ""
+    for i, b in enumerate(raw[:6]):
+        ch = chr(b)
+        ok = b < 128 and (ch.isalnum() or ch in "+_.-") and not (i == 0 and ch == "-")
+        prefix += ch if ok else "+"
+    for r in _LVM_RESERVED:
+        while r in prefix:
+            prefix = prefix.replace(r, "+" + r[1:], 1)
+    return prefix + "-" + hashlib.sha224(raw).hexdigest()
 
 
 def run(argv, check=True, env=None, timeout=300):
