@@ -96,8 +96,14 @@ char *state_format(const struct volume_record *r)
 		return NULL;
 	n = volume_params_to_state_pairs(&r->params, keys, values, STATE_MAX_PARAMS, size_buf);
 	for (size_t i = 0; i < n; i++)
-		if (jv_object_set_string(params, keys[i], values[i]) < 0)
+		if (jv_object_set_string(params, keys[i], values[i]) < 0) {
+			/* A value JSON cannot hold (invalid UTF-8): bad input, not a
+			 * lack of memory. The gRPC boundary refuses such strings
+			 * first; this keeps the answer right if one gets here. */
+			errno = EINVAL;
 			return NULL;
+		}
+	errno = ENOMEM;
 	if (jv_object_set_string(root, "id", r->id) < 0 ||
 	    jv_object_set_integer(root, "size", (int64_t)r->size) < 0 ||
 	    jv_object_set_new(root, "parameters", TAKE_PTR(params)) < 0)
@@ -142,10 +148,12 @@ static int remove_in_dir(const char *dir, const char *name)
 
 int state_write(const char *dir, const struct volume_record *r)
 {
-	_cleanup_free_ char *json = state_format(r), *name = NULL;
+	_cleanup_free_ char *json = NULL, *name = NULL;
 
+	errno = ENOMEM;
+	json = state_format(r);
 	if (!json)
-		return -ENOMEM;
+		return errno == EINVAL ? -EINVAL : -ENOMEM;
 	name = xasprintf("%s.json", r->id);
 	if (!name)
 		return -ENOMEM;

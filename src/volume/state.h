@@ -24,7 +24,10 @@ void volume_record_done(struct volume_record *r);
 
 /** state_parse() - parse one state file's content (pure, fuzzed). */
 int state_parse(const char *buf, size_t len, struct volume_record *ret, char **ret_error);
-/** state_format() - the JSON for a record; caller frees. */
+/**
+ * state_format() - the JSON for a record; caller frees. NULL with errno
+ * EINVAL when a value cannot be JSON (invalid UTF-8), ENOMEM otherwise.
+ */
 char *state_format(const struct volume_record *r);
 
 int state_init(const char *dir);

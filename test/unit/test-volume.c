@@ -392,6 +392,10 @@ TEST(state_store_dir)
 	strcpy(r.id, "sanity-e91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219");
 	r.size = 8 << 20;
 	volume_params_init(&r.params);
+	/* A name JSON cannot hold is bad input (INVALID_ARGUMENT), not ENOMEM. */
+	r.params.name = (char *)"bad\xff";
+	CHECK_INT(state_write(dir, &r), -EINVAL);
+	r.params.name = NULL;
 	CHECK_INT(state_write(dir, &r), 0);
 	/* junk that must be skipped, not fatal */
 	snprintf(path, sizeof(path), "%s/broken.json", dir);
