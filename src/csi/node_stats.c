@@ -70,10 +70,8 @@ static int block_stats(struct stats *s, const struct stat *st, const struct pmem
 
 	if (!have_dev)
 		return 0; /* abnormal already: the device is gone */
-	if (stat(dev->path, &sd) < 0 || !S_ISBLK(sd.st_mode)) {
-		abnormal(s, "the device node %s of volume %s is missing", dev->path, s->name);
-		return 0;
-	}
+	if (stat(dev->path, &sd) < 0)
+		return 0; /* checked just before: gone since */
 	if (sd.st_rdev != st->st_rdev) {
 		abnormal(s, "volume_path %s is block device %u:%u, not volume %s (%s, %u:%u)", s->path,
 			 major(st->st_rdev), minor(st->st_rdev), s->name, dev->path, major(sd.st_rdev),
@@ -183,7 +181,7 @@ static int stats_locked(struct csi_call *c, struct csi_driver *d, const char *id
 	struct volume_record rec = {};
 	struct pmem_device dev = {};
 	bool have_dev = false;
-	struct stat st;
+	struct stat st, sd = {};
 	size_t n = 0;
 	int r;
 
@@ -195,9 +193,15 @@ static int stats_locked(struct csi_call *c, struct csi_driver *d, const char *id
 			return csi_fail(c, CSI_CODE_NOT_FOUND, "volume_path %s does not exist", s->path);
 		return csi_fail_errno(c, -errno, "cannot inspect volume_path %s", s->path);
 	}
+	/* The device manager's tables can be older than the device: an LV or a
+	 * namespace removed behind the driver's back is still listed there. */
 	r = pmem_get(csi_driver_pm(d), id, &dev);
 	if (r < 0)
 		abnormal(s, "the device of volume %s is missing: %s", s->name, strerror(-r));
+	else if (stat(dev.path, &sd) < 0)
+		abnormal(s, "the device %s of volume %s is missing: %m", dev.path, s->name);
+	else if (!S_ISBLK(sd.st_mode))
+		abnormal(s, "the device %s of volume %s is missing: not a block device", dev.path, s->name);
 	else
 		have_dev = true;
 
