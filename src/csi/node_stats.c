@@ -28,6 +28,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/strutil.h"
@@ -92,6 +93,41 @@ static int block_stats(struct stats *s, const struct stat *st, const struct pmem
 	return 0;
 }
 
+/*
+ * The errors ext4 has recorded in its superblock (s_error_count, cleared by
+ * fsck): -ENOENT when the kernel has no such file for the device. Since
+ * kernel 6.12 (and in the stable kernels it went to, e.g. Debian's 6.1.0-5x)
+ * an ext4 error with errors=remount-ro no longer sets the superblock
+ * read-only: the filesystem refuses writes but /proc/self/mountinfo still
+ * says "rw", so this counter is what shows the error.
+ */
+static int ext4_error_count(unsigned maj, unsigned min, uint64_t *ret)
+{
+	_cleanup_free_ char *link = NULL, *file = NULL, *buf = NULL;
+	char target[256];
+	const char *name;
+	ssize_t n;
+	int r;
+
+	link = xasprintf("/sys/dev/block/%u:%u", maj, min);
+	if (!link)
+		return -ENOMEM;
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return -errno;
+	target[n] = 0;
+	name = strrchr(target, '/');
+	name = name ? name + 1 : target;
+	file = xasprintf("/sys/fs/ext4/%s/errors_count", name);
+	if (!file)
+		return -ENOMEM;
+	r = read_file_limited(file, 64, &buf, NULL);
+	if (r < 0)
+		return r;
+	buf[strcspn(buf, "\n")] = 0;
+	return safe_atou64(buf, ret);
+}
+
 static int fs_stats(struct csi_call *c, struct csi_driver *d, struct stats *s, const struct pmem_device *dev,
 		    bool have_dev)
 {
@@ -135,6 +171,14 @@ static int fs_stats(struct csi_call *c, struct csi_driver *d, struct stats *s, c
 		abnormal(s, "the %s filesystem of volume %s is read-only although mounted read-write at %s: "
 			    "the kernel remounted it after an error (see the kernel log)",
 			 mi.fstype, s->name, s->path);
+	if (streq_ptr(mi.fstype, "ext4")) {
+		uint64_t errors = 0;
+		if (ext4_error_count(mi.major, mi.minor, &errors) >= 0 && errors > 0)
+			abnormal(s, "the ext4 filesystem of volume %s has recorded %" PRIu64
+				    " error(s) (see the kernel log): with errors=remount-ro it is read-only now; "
+				    "unmount it and run fsck",
+				 s->name, errors);
+	}
 	if (statvfs(s->path, &sv) < 0) {
 		r = -errno;
 		if (r == -EIO || r == -EUCLEAN || r == -ENOTCONN) {
