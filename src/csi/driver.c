@@ -369,7 +369,7 @@ static const struct csi_method methods[] = {
 	M("Node", "NodeUnstageVolume", node_unstage_volume_request, csi_node_unstage_volume, true),
 	M("Node", "NodePublishVolume", node_publish_volume_request, csi_node_publish_volume, true),
 	M("Node", "NodeUnpublishVolume", node_unpublish_volume_request, csi_node_unpublish_volume, true),
-	M("Node", "NodeGetVolumeStats", node_get_volume_stats_request, csi_unimplemented, false),
+	M("Node", "NodeGetVolumeStats", node_get_volume_stats_request, csi_node_get_volume_stats, true),
 	M("Node", "NodeExpandVolume", node_expand_volume_request, csi_unimplemented, false),
 	M("Node", "NodeGetCapabilities", node_get_capabilities_request, csi_node_get_capabilities, false),
 	M("Node", "NodeGetInfo", node_get_info_request, csi_node_get_info, false),

@@ -130,6 +130,8 @@ int csi_node_publish_volume(struct csi_call *c, void *ud, const ProtobufCMessage
 			    ProtobufCMessage **ret);
 int csi_node_unpublish_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 			      ProtobufCMessage **ret);
+int csi_node_get_volume_stats(struct csi_call *c, void *ud, const ProtobufCMessage *req,
+			      ProtobufCMessage **ret);
 int csi_node_get_info(struct csi_call *c, void *ud, const ProtobufCMessage *req, ProtobufCMessage **ret);
 int csi_node_get_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 			      ProtobufCMessage **ret);

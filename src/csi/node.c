@@ -533,21 +533,31 @@ int csi_node_get_info(struct csi_call *c, void *ud, const ProtobufCMessage *msg 
 int csi_node_get_capabilities(struct csi_call *c, void *ud _unused_, const ProtobufCMessage *msg _unused_,
 			      ProtobufCMessage **ret)
 {
+	static const Csi__V1__NodeServiceCapability__RPC__Type types[] = {
+		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME,
+		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__GET_VOLUME_STATS, /* node_stats.c */
+		CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__VOLUME_CONDITION, /* in NodeGetVolumeStats */
+	};
 	Csi__V1__NodeGetCapabilitiesResponse *resp =
 		CSI_NEW(c, Csi__V1__NodeGetCapabilitiesResponse, csi__v1__node_get_capabilities_response__init);
-	Csi__V1__NodeServiceCapability **caps = CSI_NEW_ARRAY(c, Csi__V1__NodeServiceCapability *, 1);
-	Csi__V1__NodeServiceCapability *cap =
-		CSI_NEW(c, Csi__V1__NodeServiceCapability, csi__v1__node_service_capability__init);
-	Csi__V1__NodeServiceCapability__RPC *rpc =
-		CSI_NEW(c, Csi__V1__NodeServiceCapability__RPC, csi__v1__node_service_capability__rpc__init);
+	Csi__V1__NodeServiceCapability **caps = CSI_NEW_ARRAY(c, Csi__V1__NodeServiceCapability *, ELEMENTSOF(types));
 
-	if (!resp || !caps || !cap || !rpc)
+	if (!resp || !caps)
 		return csi_oom(c);
-	rpc->type = CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__STAGE_UNSTAGE_VOLUME;
-	cap->type_case = CSI__V1__NODE_SERVICE_CAPABILITY__TYPE_RPC;
-	cap->rpc = rpc;
-	caps[0] = cap;
-	resp->n_capabilities = 1;
+	for (size_t i = 0; i < ELEMENTSOF(types); i++) {
+		Csi__V1__NodeServiceCapability *cap =
+			CSI_NEW(c, Csi__V1__NodeServiceCapability, csi__v1__node_service_capability__init);
+		Csi__V1__NodeServiceCapability__RPC *rpc =
+			CSI_NEW(c, Csi__V1__NodeServiceCapability__RPC, csi__v1__node_service_capability__rpc__init);
+
+		if (!cap || !rpc)
+			return csi_oom(c);
+		rpc->type = types[i];
+		cap->type_case = CSI__V1__NODE_SERVICE_CAPABILITY__TYPE_RPC;
+		cap->rpc = rpc;
+		caps[i] = cap;
+	}
+	resp->n_capabilities = ELEMENTSOF(types);
 	resp->capabilities = caps;
 	*ret = &resp->base;
 	return 0;

@@ -40,7 +40,8 @@ class Identity(DriverTestCase):
         r = self.expect(None, self.c.NodeGetCapabilities, pb.NodeGetCapabilitiesRequest(),
                         "NodeGetCapabilities")
         caps = {c.rpc.type for c in r.capabilities}
-        self.assertEqual(caps, {NodeCap.STAGE_UNSTAGE_VOLUME}, "node capabilities %s" %
+        self.assertEqual(caps, {NodeCap.STAGE_UNSTAGE_VOLUME, NodeCap.GET_VOLUME_STATS, NodeCap.VOLUME_CONDITION},
+                         "node capabilities %s" %
                          sorted(NodeCap.Type.Name(c) for c in caps))
 
     def test_node_get_info(self):
