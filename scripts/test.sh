@@ -72,6 +72,10 @@ bash scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 echo "== test peers (csi-sanity, Kubernetes binaries) from ${PMEM_CSI_TOOLS:-../shared/tools}"
 TOOLS_SRC=${PMEM_CSI_TOOLS:-$REPO/../shared/tools}
+# A clone elsewhere than beside shared/ (e.g. a CI checkout directory) still finds them.
+if [ -z "${PMEM_CSI_TOOLS:-}" ] && [ ! -f "$TOOLS_SRC/unpack.sh" ] && [ -f /work/shared/tools/unpack.sh ]; then
+    TOOLS_SRC=/work/shared/tools
+fi
 TOOLS_CACHE=${PMEM_CSI_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmem-csi-tools}
 TOOLS=
 if [ -f "$TOOLS_SRC/unpack.sh" ]; then
