@@ -106,16 +106,18 @@ static const struct method *method_find(const char *name)
 
 static grpc_channel *channel_new(void)
 {
-	/* Reconnect quickly: "wait" polls a driver that is still starting (default: 1 s, growing). */
+	/*
+	 * Reconnect quickly: "wait" polls a driver that is still starting (default: 1 s, growing).
+	 * The minimum backoff stays at its default: gRPC also takes it as the connect timeout,
+	 * and a connection under TCG emulation can take longer than any short one.
+	 */
 	grpc_arg arg[] = {
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
 		  .value.integer = 1 },
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-		  .value.integer = 50 },
-		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-		  .value.integer = 50 },
+		  .value.integer = 100 },
 		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-		  .value.integer = 200 },
+		  .value.integer = 1000 },
 	};
 	grpc_channel_args args = { .num_args = sizeof(arg) / sizeof(arg[0]), .args = arg };
 	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
