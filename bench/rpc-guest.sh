@@ -70,6 +70,12 @@ echo "# ours: creating $N volumes of $SIZE bytes"
 "$B" -e "unix://$work/ours.sock" -l ours -p ours -n "$N" -s "$SIZE" -j 2 -t 600 create
 
 if [ -n "$UP" ] && [ -x "$UP" ]; then
+    # Upstream's pmem-vgm tagged each VG with its namespace mode after vgcreate, and its
+    # driver reads "vg_name,vg_size,vg_free,vg_tags" and fails on a VG without the tag
+    # ("failed to parse vgs output"); ours does not tag. Do what pmem-vgm did.
+    for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do
+        case "$vg" in *fsdax) vgchange --addtag fsdax "$vg" >/dev/null ;; esac
+    done
     # -mode=unified is rejected by this binary ("Invalid driver mode: unified"); -mode=node
     # with -testEndpoint serves Identity, Node and Controller on the one socket, as ours does.
     if start_driver upstream "$UP" -mode=node -testEndpoint -drivername=pmem-csi.intel.com \
