@@ -102,12 +102,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for m in $METHODS; do
         for c in $CLIENTS; do
             for l in "${order[@]}"; do
-                "$B" -e "unix://$work/$l.sock" -l "$l" -c "$c" -d "$SECONDS_PER_RUN" -w 2 -t 120 run "$m" | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
+                "$B" -e "unix://$work/$l.sock" -l "$l" -c "$c" -d "$SECONDS_PER_RUN" -w 1 -t 30 run "$m" | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
             done
         done
     done
     for l in "${order[@]}"; do
-        "$B" -e "unix://$work/$l.sock" -l "$l" -p "$l-r$r" -s "$SIZE" -c 1 -L "$SLOW" -d "$SLOW_SECONDS" -w 2 -t 120 \
+        "$B" -e "unix://$work/$l.sock" -l "$l" -p "$l-r$r" -s "$SIZE" -c 1 -L "$SLOW" -d "$SLOW_SECONDS" -w 1 -t 30 \
             run GetCapacity | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
     done
 done
