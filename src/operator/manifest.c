@@ -37,7 +37,8 @@ struct render {
 };
 
 /* Replace every occurrence of from in s (when accept() allows it) by to; NULL when nothing changed. */
-static char *replace(const char *s, const char *from, const char *to, bool (*accept)(const char *after))
+static char *replace(const char *s, const char *from, const char *to,
+		     bool (*accept)(const char *s, const char *hit, const char *after))
 {
 	size_t fl = strlen(from);
 	struct strbuf b = STRBUF_INIT;
@@ -45,7 +46,7 @@ static char *replace(const char *s, const char *from, const char *to, bool (*acc
 	const char *p = s, *hit;
 
 	while ((hit = strstr(p, from))) {
-		if (accept && !accept(hit + fl)) {
+		if (accept && !accept(s, hit, hit + fl)) {
 			strbuf_append(&b, p, (size_t)(hit - p) + fl);
 			p = hit + fl;
 			continue;
@@ -63,14 +64,18 @@ static char *replace(const char *s, const char *from, const char *to, bool (*acc
 	return strbuf_steal(&b);
 }
 
-/* "pmem-csi.intel.com/..." is a label or annotation prefix, not the driver name. */
-static bool not_slash(const char *after)
+/*
+ * "pmem-csi.intel.com/..." at the start of a value is a label key prefix (a node
+ * selector value such as "pmem-csi.intel.com/convert-raw-namespaces"), not the driver
+ * name; inside a path ("/var/lib/kubelet/plugins/pmem-csi.intel.com/csi.sock") it is.
+ */
+static bool driver_name_at(const char *s, const char *hit, const char *after)
 {
-	return *after != '/';
+	return *after != '/' || (hit > s && hit[-1] == '/');
 }
 
 /* "/var/lib/kubelet" ends a path or continues it with '/'; "/var/lib/kubeletx" is another path. */
-static bool path_end(const char *after)
+static bool path_end(const char *s, const char *hit, const char *after)
 {
 	return *after == '/' || *after == '\0';
 }
@@ -82,7 +87,7 @@ static int rewrite_string(const struct render *r, const char *s, char **ret)
 
 	if ((a = replace(cur, TMPL_PREFIX, r->prefix, NULL)))
 		cur = a;
-	if ((b = replace(cur, TMPL_DRIVER, r->name, not_slash)))
+	if ((b = replace(cur, TMPL_DRIVER, r->name, driver_name_at)))
 		cur = b;
 	if ((c = replace(cur, TMPL_KUBELET, r->kubelet, path_end)))
 		cur = c;
