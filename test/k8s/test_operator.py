@@ -81,8 +81,8 @@ def cr(spec, name=CR):
                        "metadata": {"name": name}, "spec": spec})
 
 
-def manifest():
-    with open(os.path.join(REPO, "deploy/generated/pmem-csi-lvm.yaml")) as f:
+def manifest(mode="lvm"):
+    with open(os.path.join(REPO, "deploy/generated/pmem-csi-%s.yaml" % mode)) as f:
         return [d for d in yaml.safe_load_all(f) if d and d["kind"] != "Namespace"]
 
 
@@ -180,9 +180,9 @@ def t_created():
         assert [(r["kind"], r["uid"], r.get("controller")) for r in refs] == [("PmemCSIDeployment", uid, True)], refs
 
 
-def t_equal_to_generated():
+def t_equal_to_generated(mode="lvm"):
     """The default CR's objects are deploy/generated's (namespace and ownerReferences aside)."""
-    for obj in manifest():
+    for obj in manifest(mode):
         want = json.loads(json.dumps(obj))
         if "namespace" in want["metadata"]:
             want["metadata"]["namespace"] = NS
@@ -222,6 +222,14 @@ def t_delete():
              lambda: live(obj) is None, timeout=90)
 
 
+def t_direct():
+    kubectl("apply", "-f", "-", input=cr({"deviceMode": "direct"}))
+    wait("status Running", lambda: ((get("pmemcsideployment", CR) or {}).get("status") or {})
+         .get("phase") == "Running")
+    t_equal_to_generated("direct")
+    kubectl("delete", "pmemcsideployment", CR)
+
+
 def main():
     cm = os.environ.get("KUBE_CONTROLLER_MANAGER") or os.path.join(
         os.path.dirname(os.environ.get("KUBE_APISERVER", "/nonexistent")), "kube-controller-manager")
@@ -242,6 +250,8 @@ def main():
         test("CR change (logLevel, logFormat, labels) reaches the DaemonSet", t_change)
         test("fields set by others survive a reconcile", t_others_fields_survive)
         test("deleting the CR removes the objects (garbage collector)", t_delete, skip=no_cm)
+        test("a direct-mode CR's objects equal deploy/generated/pmem-csi-direct.yaml's", t_direct,
+             skip=no_cm)
     finally:
         for p in procs:
             p.terminate()
