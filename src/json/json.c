@@ -170,3 +170,43 @@ char *jv_dump(const struct jv *v)
 {
 	return json_dumps(JC(v), JSON_COMPACT | JSON_SORT_KEYS);
 }
+
+struct jv *jv_new_array(void)
+{
+	return V(json_array());
+}
+
+struct jv *jv_new_string(const char *s)
+{
+	return V(json_string(s));
+}
+
+int jv_array_append_new(struct jv *arr, struct jv *val)
+{
+	return json_array_append_new(J(arr), J(val)) < 0 ? -ENOMEM : 0;
+}
+
+int jv_array_set_new(struct jv *arr, size_t i, struct jv *val)
+{
+	return json_array_set_new(J(arr), i, J(val)) < 0 ? -EINVAL : 0;
+}
+
+int jv_array_insert_new(struct jv *arr, size_t i, struct jv *val)
+{
+	return json_array_insert_new(J(arr), i, J(val)) < 0 ? -EINVAL : 0;
+}
+
+int jv_object_del(struct jv *obj, const char *key)
+{
+	return json_object_del(J(obj), key) < 0 ? -ENOENT : 0;
+}
+
+struct jv *jv_deep_copy(const struct jv *v)
+{
+	return V(json_deep_copy(JC(v)));
+}
+
+struct jv *jv_new_true(void)
+{
+	return V(json_true());
+}

@@ -49,3 +49,17 @@ int jv_object_set_integer(struct jv *obj, const char *key, int64_t val);
 int jv_object_set_new(struct jv *obj, const char *key, struct jv *val);
 /** jv_dump() - compact JSON with sorted keys; caller frees. */
 char *jv_dump(const struct jv *v);
+
+/* Building and editing trees (the operator patches manifests with these). */
+struct jv *jv_new_array(void);
+/** jv_new_string() - NULL for invalid UTF-8 or when out of memory. */
+struct jv *jv_new_string(const char *s);
+/** jv_array_append_new() / _set_new() / _insert_new() - take over the caller's reference to val. */
+int jv_array_append_new(struct jv *arr, struct jv *val);
+int jv_array_set_new(struct jv *arr, size_t i, struct jv *val);
+int jv_array_insert_new(struct jv *arr, size_t i, struct jv *val);
+/** jv_object_del() - remove key; -ENOENT when it is not there. */
+int jv_object_del(struct jv *obj, const char *key);
+/** jv_deep_copy() - a copy that shares nothing with v; NULL when out of memory. */
+struct jv *jv_deep_copy(const struct jv *v);
+struct jv *jv_new_true(void);

@@ -167,13 +167,55 @@ void k8s_client_set_limits(struct k8s_client *c, long timeout_ms, unsigned attem
 struct sink {
 	struct strbuf buf;
 	bool too_big;
+	/* watch streams: each complete line goes to on_line (a negative return stops) */
+	int (*on_line)(const char *line, size_t len, void *ud);
+	void *ud;
+	int line_err;
 };
+
+#define WATCH_LINE_MAX (16u * 1024 * 1024)
+
+static size_t on_lines(struct sink *s, const char *ptr, size_t n)
+{
+	const char *nl;
+	size_t start = 0;
+
+	if (strbuf_len(&s->buf) + n > WATCH_LINE_MAX) {
+		s->too_big = true;
+		return 0;
+	}
+	strbuf_append(&s->buf, ptr, n);
+	if (strbuf_failed(&s->buf))
+		return 0;
+	/* Dispatch every complete line; keep the partial one. */
+	while ((nl = memchr(strbuf_str(&s->buf) + start, '\n', strbuf_len(&s->buf) - start))) {
+		size_t len = (size_t)(nl - (strbuf_str(&s->buf) + start));
+		int r = len ? s->on_line(strbuf_str(&s->buf) + start, len, s->ud) : 0;
+
+		start += len + 1;
+		if (r < 0) {
+			s->line_err = r;
+			return 0;
+		}
+	}
+	if (start) {
+		struct strbuf rest = STRBUF_INIT;
+		strbuf_append(&rest, strbuf_str(&s->buf) + start, strbuf_len(&s->buf) - start);
+		strbuf_free(&s->buf);
+		s->buf = rest;
+		if (strbuf_failed(&s->buf))
+			return 0;
+	}
+	return n;
+}
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 {
 	struct sink *s = ud;
 	size_t n = size * nmemb;
 
+	if (s->on_line)
+		return on_lines(s, ptr, n);
 	if (strbuf_len(&s->buf) + n > RESPONSE_MAX) {
 		s->too_big = true;
 		return 0; /* aborts the transfer */
@@ -253,12 +295,12 @@ static void set_blob(CURL *h, CURLoption opt, char *data, size_t len)
 }
 
 /* One attempt. Returns 0 with *ret_code set, or the curl error. */
-static CURLcode perform(struct k8s_client *c, const char *method, const char *url, const char *content_type,
-			const char *body, struct sink *sink, long *ret_code, char *errbuf)
+static CURLcode perform_on(struct k8s_client *c, CURL *h, long timeout_ms, const char *method, const char *url,
+			   const char *content_type, const char *body, struct sink *sink, long *ret_code,
+			   char *errbuf)
 {
 	struct curl_slist *hdrs = NULL;
 	_cleanup_free_ char *auth = NULL, *ctype = NULL;
-	CURL *h = c->curl;
 	CURLcode rc;
 
 	curl_easy_reset(h);
@@ -267,7 +309,7 @@ static CURLcode perform(struct k8s_client *c, const char *method, const char *ur
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000 ? c->timeout_ms : 5000L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
@@ -309,6 +351,12 @@ static CURLcode perform(struct k8s_client *c, const char *method, const char *ur
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hdrs);
 	return rc;
+}
+
+static CURLcode perform(struct k8s_client *c, const char *method, const char *url, const char *content_type,
+			const char *body, struct sink *sink, long *ret_code, char *errbuf)
+{
+	return perform_on(c, c->curl, c->timeout_ms, method, url, content_type, body, sink, ret_code, errbuf);
 }
 
 int k8s_request(struct k8s_client *c, const char *method, const char *path, const char *content_type,
@@ -411,4 +459,77 @@ char *k8s_path_escape(const char *s)
 		return failed ? NULL : strdup("");
 	}
 	return strbuf_steal(&b);
+}
+
+struct watch_ctx {
+	int (*on_event)(const char *type, const struct jv *object, void *ud);
+	void *ud;
+};
+
+static int watch_line(const char *line, size_t len, void *ud)
+{
+	struct watch_ctx *w = ud;
+	_cleanup_(jv_unrefp) struct jv *ev = NULL;
+	const char *type;
+
+	if (jv_parse(line, len, &ev, NULL) < 0)
+		return -EBADMSG;
+	type = jv_string(jv_object_get(ev, "type"));
+	if (!type)
+		return -EBADMSG;
+	return w->on_event(type, jv_object_get(ev, "object"), w->ud);
+}
+
+int k8s_watch(struct k8s_client *c, const char *path, unsigned timeout_s,
+	      int (*on_event)(const char *type, const struct jv *object, void *ud), void *ud, char **ret_err)
+{
+	_cleanup_free_ char *url = xasprintf("%s%s%swatch=1&allowWatchBookmarks=true&timeoutSeconds=%u",
+					     c->cfg.server, path, strchr(path, '?') ? "&" : "?", timeout_s);
+	struct watch_ctx w = { .on_event = on_event, .ud = ud };
+	struct sink sink = { .buf = STRBUF_INIT, .on_line = watch_line, .ud = &w };
+	char errbuf[CURL_ERROR_SIZE] = "";
+	long code = 0;
+	CURLcode rc;
+	CURL *h;
+	int r;
+
+	if (!url)
+		return -ENOMEM;
+	/* A handle of its own: the stream stays open for timeout_s while other requests go on. */
+	h = curl_easy_init();
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	(void)refresh_token(c, false);
+	pthread_mutex_unlock(&c->lock);
+	rc = perform_on(c, h, (long)(timeout_s + 30) * 1000, "GET", url, NULL, NULL, &sink, &code, errbuf);
+	curl_easy_cleanup(h);
+	free(*ret_err);
+	*ret_err = NULL;
+	if (sink.line_err) {
+		r = sink.line_err;
+		if (r != -ESTALE)
+			*ret_err = xasprintf("GET %s: event stream: %s", url, strerror(-r));
+	} else if (rc != CURLE_OK) {
+		r = sink.too_big ? -EFBIG : errno_of_curl(rc);
+		*ret_err = xasprintf("GET %s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	} else if (code < 200 || code >= 300) {
+		_cleanup_free_ char *msg = status_message(strbuf_str(&sink.buf), strbuf_len(&sink.buf));
+		r = code == 410 ? -ESTALE : errno_of_http(code);
+		*ret_err = xasprintf("GET %s: HTTP %ld: %s", url, code, msg ? msg : "");
+	} else
+		r = 0;
+	strbuf_free(&sink.buf);
+	return r;
+}
+
+int k8s_apply(struct k8s_client *c, const char *path, const char *field_manager, const char *object,
+	      struct jv **ret, char **ret_err)
+{
+	_cleanup_free_ char *fm = k8s_path_escape(field_manager);
+	_cleanup_free_ char *p = fm ? xasprintf("%s?fieldManager=%s&force=true", path, fm) : NULL;
+
+	if (!p)
+		return -ENOMEM;
+	return k8s_request(c, "PATCH", p, "application/apply-patch+yaml", object, ret, ret_err);
 }

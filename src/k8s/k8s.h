@@ -46,3 +46,22 @@ int k8s_merge_patch(struct k8s_client *c, const char *path, const char *patch, s
 
 /** k8s_path_escape() - a name for use in a URL path segment (caller frees). */
 char *k8s_path_escape(const char *s);
+
+/**
+ * k8s_watch() - GET path as a watch stream (?watch=1, bookmarks, timeoutSeconds) on a
+ * connection of its own and call on_event(type, object) for each event as it arrives:
+ * ADDED, MODIFIED, DELETED, BOOKMARK or ERROR (object is then a Status). A negative
+ * return of on_event ends the watch with it; return -ESTALE to end it quietly. 0 when
+ * the server ended the stream (timeout), -ESTALE for 410 Gone (re-list), else -errno
+ * and ret_err. No retries: the caller decides (re-list, backoff).
+ */
+int k8s_watch(struct k8s_client *c, const char *path, unsigned timeout_s,
+	      int (*on_event)(const char *type, const struct jv *object, void *ud), void *ud, char **ret_err);
+
+/**
+ * k8s_apply() - server-side apply: PATCH path with object (JSON or YAML) as
+ * application/apply-patch+yaml, fieldManager=field_manager and force=true (the
+ * operator owns its fields; fields others set and we do not stay theirs).
+ */
+int k8s_apply(struct k8s_client *c, const char *path, const char *field_manager, const char *object,
+	      struct jv **ret, char **ret_err);

@@ -66,6 +66,7 @@ fi
 add "$out" "test_k8s.py"
 /usr/bin/python3 "$REPO/test/k8s/test_compat.py" "$BUILD" "$KDIR" | tee "$out"
 add "$out" "test_compat.py"
+/usr/bin/python3 "$REPO/test/k8s/test_operator.py" "$BUILD" "$KDIR" | tee "$out"; add "$out" "test_operator.py"
 S=0
 if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "SKIP - ${TESTS[3]} (SKIP_VM=1)"; S=1

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The operator's per-CR patching of the embedded deploy/generated manifest. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json/json.h"
+#include "operator/manifest.h"
+#include "test.h"
+
+static struct jv *parse(const char *s)
+{
+	struct jv *v = NULL;
+	CHECK(jv_parse(s, strlen(s), &v, NULL) == 0);
+	return v;
+}
+
+static struct jv *find(const struct jv *objs, const char *kind, const char *name)
+{
+	for (size_t i = 0; i < jv_array_size(objs); i++) {
+		struct jv *o = jv_array_get(objs, i);
+		if (strcmp(jv_string(jv_object_get(o, "kind")) ?: "", kind) == 0 &&
+		    strcmp(jv_string(jv_object_get(jv_object_get(o, "metadata"), "name")) ?: "", name) == 0)
+			return o;
+	}
+	return NULL;
+}
+
+static bool has_string(const struct jv *arr, const char *s)
+{
+	for (size_t i = 0; i < jv_array_size(arr); i++)
+		if (jv_string(jv_array_get(arr, i)) && strcmp(jv_string(jv_array_get(arr, i)), s) == 0)
+			return true;
+	return false;
+}
+
+static const struct jv *container(const struct jv *obj, const char *name)
+{
+	const struct jv *cs = jv_object_get(jv_object_get(jv_object_get(jv_object_get(obj, "spec"), "template"), "spec"),
+					    "containers");
+	for (size_t i = 0; i < jv_array_size(cs); i++)
+		if (strcmp(jv_string(jv_object_get(jv_array_get(cs, i), "name")) ?: "", name) == 0)
+			return jv_array_get(cs, i);
+	return NULL;
+}
+
+TEST(default_cr_renders_the_manifest_unchanged)
+{
+	struct jv *tmpl = parse(operator_manifest_json);
+	struct jv *cr = parse("{\"metadata\":{\"name\":\"pmem-csi.intel.com\"},\"spec\":{\"deviceMode\":\"lvm\","
+			      "\"logLevel\":3,\"logFormat\":\"text\",\"pmemPercentage\":100,\"kubeletDir\":\"/var/lib/kubelet\","
+			      "\"nodeSelector\":{\"storage\":\"pmem\"},\"controllerReplicas\":1,\"maxUnavailable\":1,"
+			      "\"pullPolicy\":\"IfNotPresent\"}}");
+	struct operator_ctx ctx = { .namespace = "pmem-csi" };
+	struct jv *out = NULL, *want = jv_new_array();
+	char *err = NULL, *a, *b;
+
+	/* The manifest without its Namespace is what the default CR gets (no uid: no owner). */
+	for (size_t i = 0; i < jv_array_size(tmpl); i++)
+		if (strcmp(jv_string(jv_object_get(jv_array_get(tmpl, i), "kind")), "Namespace") != 0)
+			jv_array_append_new(want, jv_deep_copy(jv_array_get(tmpl, i)));
+	CHECK_INT(operator_render(tmpl, cr, &ctx, &out, &err), 0);
+	a = jv_dump(out);
+	b = jv_dump(want);
+	CHECK(a && b && strcmp(a, b) == 0);
+	CHECK_INT(jv_array_size(out), 18);
+	free(a);
+	free(b);
+	jv_unref(out);
+	jv_unref(want);
+	jv_unref(cr);
+	jv_unref(tmpl);
+}
+
+TEST(cr_fields_reach_the_objects)
+{
+	struct jv *tmpl = parse(operator_manifest_json);
+	struct jv *cr = parse("{\"metadata\":{\"name\":\"pmem.example.org\",\"uid\":\"u-1\"},\"spec\":{"
+			      "\"deviceMode\":\"lvm\",\"logLevel\":5,\"logFormat\":\"json\",\"pmemPercentage\":50,"
+			      "\"kubeletDir\":\"/data/kubelet\",\"nodeSelector\":{\"zone\":\"a\"},\"controllerReplicas\":2,"
+			      "\"image\":\"example/driver:1\",\"provisionerImage\":\"example/prov:2\",\"pullPolicy\":\"Always\","
+			      "\"labels\":{\"team\":\"storage\"},\"maxUnavailable\":\"50%\","
+			      "\"nodeDriverResources\":{\"limits\":{\"memory\":\"1Gi\"}}}}");
+	struct operator_ctx ctx = { .namespace = "ops" };
+	struct jv *out = NULL;
+	const struct jv *ds, *dep, *drv, *meta, *owner, *rb, *csid;
+	char *err = NULL;
+
+	CHECK_INT(operator_render(tmpl, cr, &ctx, &out, &err), 0);
+	ds = find(out, "DaemonSet", "pmem-example-org-node");
+	dep = find(out, "Deployment", "pmem-example-org-controller");
+	csid = find(out, "CSIDriver", "pmem.example.org");
+	rb = find(out, "ClusterRoleBinding", "pmem-example-org-csi-provisioner-role");
+	CHECK(ds && dep && csid && rb);
+	CHECK(!find(out, "Namespace", "pmem-csi"));
+	if (!ds || !dep || !rb)
+		return;
+	meta = jv_object_get(ds, "metadata");
+	CHECK_STR(jv_string(jv_object_get(meta, "namespace")), "ops");
+	CHECK_STR(jv_string(jv_object_get(jv_object_get(meta, "labels"), "team")), "storage");
+	CHECK_STR(jv_string(jv_object_get(jv_object_get(meta, "labels"), "app.kubernetes.io/instance")),
+		  "pmem.example.org");
+	owner = jv_array_get(jv_object_get(meta, "ownerReferences"), 0);
+	CHECK_STR(jv_string(jv_object_get(owner, "uid")), "u-1");
+	CHECK_STR(jv_string(jv_object_get(owner, "kind")), "PmemCSIDeployment");
+	/* labels never go into the (immutable) selector */
+	CHECK(!jv_object_get(jv_object_get(jv_object_get(jv_object_get(ds, "spec"), "selector"), "matchLabels"), "team"));
+	drv = container(ds, "pmem-driver");
+	CHECK_STR(jv_string(jv_object_get(drv, "image")), "example/driver:1");
+	CHECK_STR(jv_string(jv_object_get(drv, "imagePullPolicy")), "Always");
+	CHECK(has_string(jv_object_get(drv, "args"), "-v=5"));
+	CHECK(has_string(jv_object_get(drv, "args"), "-logging-format=json"));
+	CHECK(has_string(jv_object_get(drv, "args"), "-pmemPercentage=50"));
+	CHECK(has_string(jv_object_get(drv, "args"), "-statePath=/var/lib/pmem.example.org"));
+	CHECK_STR(jv_string(jv_object_get(jv_object_get(jv_object_get(drv, "resources"), "limits"), "memory")), "1Gi");
+	CHECK_STR(jv_string(jv_object_get(container(ds, "external-provisioner"), "image")), "example/prov:2");
+	CHECK(!has_string(jv_object_get(container(ds, "external-provisioner"), "args"), "-logging-format=json"));
+	CHECK(has_string(jv_object_get(container(ds, "node-driver-registrar"), "args"),
+			 "--kubelet-registration-path=/data/kubelet/plugins/pmem.example.org/csi.sock"));
+	{
+		const struct jv *dspec = jv_object_get(ds, "spec");
+		const struct jv *pod = jv_object_get(jv_object_get(dspec, "template"), "spec");
+		const struct jv *ru = jv_object_get(jv_object_get(dspec, "updateStrategy"), "rollingUpdate");
+
+		CHECK_STR(jv_string(jv_object_get(jv_object_get(pod, "nodeSelector"), "zone")), "a");
+		CHECK(!jv_object_get(jv_object_get(pod, "nodeSelector"), "storage"));
+		CHECK_STR(jv_string(jv_object_get(ru, "maxUnavailable")), "50%");
+	}
+	CHECK_INT(jv_integer(jv_object_get(jv_object_get(dep, "spec"), "replicas")), 2);
+	CHECK(has_string(jv_object_get(container(dep, "pmem-driver"), "args"), "-nodeSelector={\"zone\":\"a\"}"));
+	CHECK_STR(jv_string(jv_object_get(jv_array_get(jv_object_get(rb, "subjects"), 0), "namespace")), "ops");
+	CHECK_STR(jv_string(jv_object_get(jv_object_get(rb, "roleRef"), "name")),
+		  "pmem-example-org-external-provisioner-runner");
+	/* the node-setup DaemonSet keeps its own selector */
+	CHECK_STR(jv_string(jv_object_get(jv_object_get(jv_object_get(jv_object_get(jv_object_get(
+			find(out, "DaemonSet", "pmem-example-org-node-setup"), "spec"), "template"), "spec"),
+			"nodeSelector"), "pmem-csi.intel.com/convert-raw-namespaces")), "force");
+	jv_unref(out);
+	jv_unref(cr);
+	jv_unref(tmpl);
+}
+
+TEST(bad_cr_names_the_field)
+{
+	struct jv *tmpl = parse(operator_manifest_json);
+	struct jv *cr = parse("{\"metadata\":{\"name\":\"x\"},\"spec\":{\"deviceMode\":\"raw\"}}");
+	struct operator_ctx ctx = { .namespace = "ops" };
+	struct jv *out = NULL;
+	char *err = NULL;
+
+	CHECK_INT(operator_render(tmpl, cr, &ctx, &out, &err), -EINVAL);
+	CHECK(err && strstr(err, "spec.deviceMode"));
+	CHECK(!out);
+	free(err);
+	err = NULL;
+	jv_unref(cr);
+	cr = parse("{\"metadata\":{\"name\":\"x\"},\"spec\":{\"pmemPercentage\":101}}");
+	CHECK_INT(operator_render(tmpl, cr, &ctx, &out, &err), -EINVAL);
+	CHECK(err && strstr(err, "spec.pmemPercentage"));
+	free(err);
+	jv_unref(cr);
+	jv_unref(tmpl);
+}
+
+TEST(object_paths)
+{
+	struct jv *o = parse("{\"kind\":\"DaemonSet\",\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"}}");
+	char *p = operator_object_path(o);
+	CHECK_STR(p, "/apis/apps/v1/namespaces/n/daemonsets/a");
+	free(p);
+	jv_unref(o);
+	o = parse("{\"kind\":\"CSIDriver\",\"metadata\":{\"name\":\"a.b\"}}");
+	p = operator_object_path(o);
+	CHECK_STR(p, "/apis/storage.k8s.io/v1/csidrivers/a.b");
+	free(p);
+	jv_unref(o);
+	o = parse("{\"kind\":\"Widget\",\"metadata\":{\"name\":\"a\"}}");
+	CHECK(!operator_object_path(o));
+	jv_unref(o);
+}
