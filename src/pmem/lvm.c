@@ -207,7 +207,7 @@ static int setup_vg(const struct ndctl_region_info *ri, const struct lvm_report_
 		return log_error_errno(r, "%s %s failed: %s", vg_exists ? "vgextend" : "vgcreate", vg,
 				       err ? err : "");
 	log_info("%s volume group %s with %zu namespace(s)", vg_exists ? "Extended" : "Created", vg, np);
-	return 0;
+	return 1;
 }
 
 bool pmem_lvm_vg_in(const struct lvm_report_row *pvs, size_t n, const char *vg)
@@ -285,14 +285,6 @@ static int refresh_vg(struct lvm *m, size_t vg)
 	return n == 1 ? 0 : -ENOENT;
 }
 
-static bool row_has_name(const struct lvm_report_row *rows, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(rows[i].name, name) == 0)
-			return true;
-	return false;
-}
-
 static bool ours(const struct ndctl_region_info *regions, size_t n, const char *vg)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -303,22 +295,28 @@ static bool ours(const struct ndctl_region_info *regions, size_t n, const char *
 	return false;
 }
 
-static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n_regions)
+static bool seen_lv(const struct lvm_report_row *rows, size_t k)
 {
-	struct lvm_report_row *vgs = NULL, *lvs = NULL;
-	size_t n_vgs = 0, n_lvs = 0;
-	const char *vargv[] = { "vgs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-				"vg_name,vg_size,vg_free", NULL };
-	const char *largv[] = { "lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-				"lv_name,vg_name,lv_size,lv_path,lv_attr", NULL };
-	int r;
+	for (size_t j = 0; j < k; j++)
+		if (rows[j].lv && rows[j].vg && strcmp(rows[j].lv, rows[k].lv) == 0 &&
+		    strcmp(rows[j].vg, rows[k].vg) == 0)
+			return true;
+	return false;
+}
 
-	r = lvm_report(vargv, "vg", &vgs, &n_vgs);
-	if (r < 0)
-		goto out;
-	r = lvm_report(largv, "lv", &lvs, &n_lvs);
-	if (r < 0)
-		goto out;
+/* An LV of ours in the report: a visible LV (hidden ones are "[name]") of a VG. */
+static bool is_lv_row(const struct lvm_report_row *row)
+{
+	return row->vg && row->vg[0] && row->lv && row->lv[0] && row->lv[0] != '[';
+}
+
+/*
+ * Build the VG and LV tables from one segment report (see START_REPORT): a VG
+ * appears once per PV segment, an LV once per segment it has.
+ */
+static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n_regions,
+		const struct lvm_report_row *rows, size_t n_rows)
+{
 	/* Activate the LVs of our VGs that are not: after a reboot without
 	 * lvm2's boot services, or an lvcreate cut off by a crash, an LV can
 	 * exist without its device node. */
@@ -327,55 +325,47 @@ static int load(struct lvm *m, const struct ndctl_region_info *regions, size_t n
 		size_t n = 3;
 		_cleanup_free_ char *err = NULL;
 
-		for (size_t k = 0; k < n_lvs && n + 1 < ELEMENTSOF(argv); k++) {
+		for (size_t k = 0; k < n_rows && n + 1 < ELEMENTSOF(argv); k++) {
 			bool dup = false;
-			if (!lvs[k].vg || !row_has_name(vgs, n_vgs, lvs[k].vg) || !ours(regions, n_regions, lvs[k].vg) ||
-			    (lvs[k].attr && strlen(lvs[k].attr) > 4 && lvs[k].attr[4] == 'a'))
+			if (!is_lv_row(&rows[k]) || !ours(regions, n_regions, rows[k].vg) ||
+			    (rows[k].attr && strlen(rows[k].attr) > 4 && rows[k].attr[4] == 'a'))
 				continue;
 			for (size_t j = 3; j < n; j++)
-				dup |= strcmp(argv[j], lvs[k].vg) == 0;
+				dup |= strcmp(argv[j], rows[k].vg) == 0;
 			if (!dup)
-				argv[n++] = lvs[k].vg;
+				argv[n++] = rows[k].vg;
 		}
 		argv[n] = NULL;
 		if (n > 3 && lvm_run(argv, NULL, &err) < 0)
 			log_warning("vgchange -ay failed: %s", err ? err : "");
 	}
 	m->vgs = calloc(n_regions ? n_regions : 1, sizeof(*m->vgs));
-	if (!m->vgs) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (!m->vgs)
+		return -ENOMEM;
 	for (size_t i = 0; i < n_regions; i++) {
 		_cleanup_free_ char *name = vg_name_for(&regions[i]);
-		if (!name) {
-			r = -ENOMEM;
-			goto out;
-		}
-		for (size_t j = 0; j < n_vgs; j++) {
+		if (!name)
+			return -ENOMEM;
+		for (size_t j = 0; j < n_rows; j++) {
 			struct lvm_vg *vg;
-			if (strcmp(vgs[j].name, name) != 0)
+			if (!rows[j].vg || strcmp(rows[j].vg, name) != 0)
 				continue;
 			vg = &m->vgs[m->n_vgs];
 			vg->name = TAKE_PTR(name);
-			vg->size = vgs[j].size;
-			vg->free = vgs[j].free;
+			vg->size = rows[j].vg_size;
+			vg->free = rows[j].vg_free;
 			pthread_mutex_init(&vg->lock, NULL);
-			for (size_t k = 0; k < n_lvs; k++)
-				if (lvs[k].vg && strcmp(lvs[k].vg, vg->name) == 0) {
-					r = add_lv(m, lvs[k].name, lvs[k].size, m->n_vgs);
-					if (r < 0)
-						goto out;
-				}
 			m->n_vgs++;
+			for (size_t k = 0; k < n_rows; k++)
+				if (is_lv_row(&rows[k]) && strcmp(rows[k].vg, vg->name) == 0 && !seen_lv(rows, k)) {
+					int r = add_lv(m, rows[k].lv, rows[k].lv_size, m->n_vgs - 1);
+					if (r < 0)
+						return r;
+				}
 			break;
 		}
 	}
-	r = 0;
-out:
-	lvm_report_rows_free(vgs, n_vgs);
-	lvm_report_rows_free(lvs, n_lvs);
-	return r;
+	return 0;
 }
 
 static char *lv_path(const struct lvm *m, const struct lvm_lv *lv)
@@ -612,6 +602,15 @@ static const struct pmem_manager_ops lvm_ops = {
 	.free = lvm_free,
 };
 
+/*
+ * The start-up report: `pvs` with VG and LV columns prints one row per PV
+ * segment (LVM switches to segments when LV columns are asked for), so one
+ * command gives PVs, VGs with their sizes, and LVs, where `pvs`, `vgs` and
+ * `lvs` took three.
+ */
+static const char *const start_report[] = { "pvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+					    "pv_name,vg_name,vg_size,vg_free,lv_name,lv_size,lv_attr", NULL };
+
 int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, void **ret_priv)
 {
 	struct ndctl_region_info *regions = NULL;
@@ -640,14 +639,13 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 		if (r < 0)
 			goto out;
 	}
-	{
-		/* Each LVM command costs 0.3-0.6 s in a VM: one pvs tells both which
-		 * namespaces are in a VG and which VGs exist (ours always have PVs). */
-		const char *pargv[] = { "pvs", "--reportformat", "json", "-o", "pv_name,vg_name", NULL };
-		r = lvm_report(pargv, "pv", &pvs, &n_pvs);
-		if (r < 0)
-			goto out;
-	}
+	/* Each LVM command costs 0.3-2 s in a VM: one report tells which
+	 * namespaces are in a VG, which VGs exist (ours always have PVs), their
+	 * sizes, and their LVs. It is read again only if setup_vg() changed a VG. */
+	r = lvm_report(start_report, "pv", &pvs, &n_pvs);
+	if (r < 0)
+		goto out;
+	changed = false;
 	for (size_t i = 0; i < n_regions; i++) {
 		_cleanup_free_ char *vg = vg_name_for(&regions[i]);
 		if (!vg) {
@@ -657,6 +655,15 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 		if (!regions[i].enabled)
 			continue;
 		r = setup_vg(&regions[i], pvs, n_pvs, pmem_lvm_vg_in(pvs, n_pvs, vg));
+		if (r < 0)
+			goto out;
+		changed |= r > 0;
+	}
+	if (changed) {
+		lvm_report_rows_free(pvs, n_pvs);
+		pvs = NULL;
+		n_pvs = 0;
+		r = lvm_report(start_report, "pv", &pvs, &n_pvs);
 		if (r < 0)
 			goto out;
 	}
@@ -669,7 +676,7 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 	pthread_mutex_init(&m->lock, NULL);
 	for (size_t i = 0; i < n_regions; i++)
 		m->total += regions[i].size;
-	r = load(m, regions, n_regions);
+	r = load(m, regions, n_regions, pvs, n_pvs);
 	if (r < 0) {
 		log_error_errno(r, "Failed to read volume groups: %m");
 		goto out;

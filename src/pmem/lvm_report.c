@@ -21,6 +21,7 @@ void lvm_report_rows_free(struct lvm_report_row *rows, size_t n)
 		free(rows[i].vg);
 		free(rows[i].path);
 		free(rows[i].attr);
+		free(rows[i].lv);
 	}
 	free(rows);
 }
@@ -88,7 +89,11 @@ int lvm_report_parse(const char *json, size_t len, const char *kind, struct lvm_
 		    (r = dup_opt(row, path_key, &rows[i].path)) < 0 ||
 		    (r = dup_opt(row, "lv_attr", &rows[i].attr)) < 0 ||
 		    (r = u64_opt(row, size_key, &rows[i].size)) < 0 ||
-		    (r = u64_opt(row, free_key, &rows[i].free)) < 0)
+		    (r = u64_opt(row, free_key, &rows[i].free)) < 0 ||
+		    (r = dup_opt(row, "lv_name", &rows[i].lv)) < 0 ||
+		    (r = u64_opt(row, "lv_size", &rows[i].lv_size)) < 0 ||
+		    (r = u64_opt(row, "vg_size", &rows[i].vg_size)) < 0 ||
+		    (r = u64_opt(row, "vg_free", &rows[i].vg_free)) < 0)
 			goto fail;
 	}
 	*ret = rows;

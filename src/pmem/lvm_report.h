@@ -17,6 +17,13 @@ struct lvm_report_row {
 	char *attr;   /* lv_attr, e.g. "-wi-a-----" (5th character 'a': active) */
 	uint64_t size; /* vg_size, lv_size */
 	uint64_t free; /* vg_free */
+	/* Any report kind may carry other objects' columns: `pvs` with LV columns
+	 * prints one row per PV segment, which is how one command tells PVs, VGs
+	 * and LVs at start-up. Unset when the report lacks the column. */
+	char *lv;         /* lv_name ("" for free space) */
+	uint64_t lv_size; /* lv_size */
+	uint64_t vg_size; /* vg_size */
+	uint64_t vg_free; /* vg_free */
 };
 
 /**

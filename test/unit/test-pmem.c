@@ -37,6 +37,40 @@ TEST(lvm_report_vgs)
 	lvm_report_rows_free(rows, n);
 }
 
+TEST(lvm_report_pv_segments)
+{
+	/* `pvs --reportformat json --units b --nosuffix -o
+	 * pv_name,vg_name,vg_size,vg_free,lv_name,lv_size,lv_attr`: LV columns make
+	 * pvs print one row per PV segment; free space has an empty lv_name, an
+	 * orphan PV an empty vg_name and zero sizes. */
+	static const char json[] =
+		"{\"report\":[{\"pv\":["
+		"{\"pv_name\":\"/dev/pmem0\",\"vg_name\":\"ndbus0region0fsdax\",\"vg_size\":\"4278190080\","
+		"\"vg_free\":\"4211081216\",\"lv_name\":\"pvc-7d-7187\",\"lv_size\":\"67108864\",\"lv_attr\":\"-wi-a-----\"},"
+		"{\"pv_name\":\"/dev/pmem0\",\"vg_name\":\"ndbus0region0fsdax\",\"vg_size\":\"4278190080\","
+		"\"vg_free\":\"4211081216\",\"lv_name\":\"\",\"lv_size\":\"0\",\"lv_attr\":\"\"},"
+		"{\"pv_name\":\"/dev/pmem1\",\"vg_name\":\"\",\"vg_size\":\"0\",\"vg_free\":\"0\","
+		"\"lv_name\":\"\",\"lv_size\":\"0\",\"lv_attr\":\"\"}"
+		"]}]}";
+	struct lvm_report_row *rows = NULL;
+	size_t n = 0;
+
+	CHECK_INT(lvm_report_parse(json, strlen(json), "pv", &rows, &n), 0);
+	CHECK_INT(n, 3);
+	CHECK_STR(rows[0].name, "/dev/pmem0");
+	CHECK_STR(rows[0].vg, "ndbus0region0fsdax");
+	CHECK_STR(rows[0].lv, "pvc-7d-7187");
+	CHECK(rows[0].lv_size == 67108864);
+	CHECK(rows[0].vg_size == 4278190080ULL);
+	CHECK(rows[0].vg_free == 4211081216ULL);
+	CHECK_STR(rows[0].attr, "-wi-a-----");
+	CHECK_STR(rows[1].lv, "");
+	CHECK(rows[1].lv_size == 0);
+	CHECK_STR(rows[2].vg, "");
+	CHECK(rows[2].vg_size == 0);
+	lvm_report_rows_free(rows, n);
+}
+
 TEST(lvm_report_lvs_and_errors)
 {
 	static const char json[] = "{\"report\":[{\"lv\":[{\"lv_name\":\"pvc-7d-7187\",\"vg_name\":\"ndbus0region0fsdax\","
