@@ -24,7 +24,7 @@
 #   CSI_PROVISIONER, CSI_NODE_DRIVER_REGISTRAR=PATH  a binary of your own instead of
 #                      the unpacked one (an explicit variable always wins)
 #   STRESS_WORKERS / STRESS_VOLUMES   size of the in-guest stress test (default 10 x 20; full: 10 x 50)
-#   CRASH_ITERATIONS   SIGKILL injections per device mode (default here 100; the test's own
+#   CRASH_ITERATIONS   SIGKILL injections per device mode (default here 60; the test's own
 #                      default, 200, is the soak: CRASH_ITERATIONS=200 bash scripts/test.sh)
 #   CONN_STOP_ROUNDS   SIGTERMs under load in the connections test (default here 10; soak: 20+)
 set -uo pipefail
@@ -33,7 +33,7 @@ cd "$REPO"
 PASSED=0; FAILED=0; SKIPPED=0
 # The CI budget is 90 minutes on 2 cores with the guest under TCG: the long
 # loops run shorter here than their soak defaults (see above).
-export CRASH_ITERATIONS=${CRASH_ITERATIONS:-100} CONN_STOP_ROUNDS=${CONN_STOP_ROUNDS:-10}
+export CRASH_ITERATIONS=${CRASH_ITERATIONS:-60} CONN_STOP_ROUNDS=${CONN_STOP_ROUNDS:-10}
 LOG=${TEST_LOG_DIR:-$REPO/build-logs}
 mkdir -p "$LOG"
 T0=$(date +%s)
