@@ -79,3 +79,70 @@ struct state_entry {
  * not volume IDs are not looked at. Stops at fn's first negative return.
  */
 int state_scan(const char *dir, int (*fn)(const struct state_entry *e, void *ud), void *ud);
+
+/* Snapshots ------------------------------------------------------------------ */
+
+/*
+ * A snapshot is a full copy of a volume on a device of its own (an LV or a
+ * namespace named by the snapshot ID). Its record lives in the "snapshots"
+ * subdirectory of the state directory, <dir>/snapshots/<snapshotID>.json, so
+ * that nothing that reads volume records (this driver's volume scan,
+ * intel/pmem-csi 1.x after a downgrade) mistakes it for a volume. The same
+ * rules as for volumes apply: written before the device is made, removed
+ * after it is gone, a "creating" marker <snapshotID>.creating while the
+ * device is made and the copy runs.
+ */
+
+#define SNAPSHOT_ID_MAX 64 /* "snap." + 56 hex + NUL = 62 */
+#define SNAPSHOT_ID_PREFIX "snap."
+#define STATE_SNAPSHOT_SUBDIR "snapshots"
+
+/**
+ * snapshot_id_from_name() - "snap." and the hex SHA-224 of the snapshot name.
+ * Never a volume ID: a volume ID has '-' where this has '.', and a valid LV,
+ * namespace and file name. -EINVAL for an empty name.
+ */
+int snapshot_id_from_name(const char *name, char ret[SNAPSHOT_ID_MAX]);
+/** snapshot_id_is_valid() - whether s has the shape of a snapshot ID. */
+bool snapshot_id_is_valid(const char *s);
+
+struct snapshot_record {
+	char id[SNAPSHOT_ID_MAX];
+	char source[VOLUME_ID_MAX]; /* the source volume's ID */
+	char *name;                 /* CSI snapshot name */
+	char *device_mode;          /* "lvm" or "direct": where the device is */
+	uint64_t size;              /* size_bytes: the source volume's size as the CO knows it */
+	uint64_t content;           /* bytes copied: the whole source device */
+	int64_t created_ns;         /* creation time, ns since the epoch */
+	bool erase_after;           /* the source volume's eraseafter */
+	enum volume_usage usage;    /* the source volume's usage (namespace mode in direct mode) */
+};
+
+void snapshot_record_done(struct snapshot_record *r);
+int snapshot_record_copy(const struct snapshot_record *src, struct snapshot_record *dst);
+/** snapshot_parse() - parse a snapshot record (pure, fuzzed like state_parse()). */
+int snapshot_parse(const char *buf, size_t len, struct snapshot_record *ret, char **ret_error);
+/** snapshot_format() - the JSON of a record; caller frees; NULL with errno set. */
+char *snapshot_format(const struct snapshot_record *r);
+
+/** snapshot_state_dir() - "<dir>/snapshots"; caller frees; NULL when out of memory. */
+char *snapshot_state_dir(const char *dir);
+/** snapshot_state_write() - write a record atomically, creating the directories. */
+int snapshot_state_write(const char *dir, const struct snapshot_record *r);
+/** snapshot_state_remove() - remove a record and its markers; success when gone. */
+int snapshot_state_remove(const char *dir, const char *id);
+
+struct snapshot_entry {
+	const char *id;
+	enum state_record record;
+	const struct snapshot_record *rec; /* borrowed, valid during the callback */
+	const char *error;
+	bool creating;
+};
+
+/**
+ * snapshot_state_scan() - fn once per snapshot ID with a record or a
+ * "creating" marker in <dir>/snapshots, in ID order. A missing directory is
+ * an empty one.
+ */
+int snapshot_state_scan(const char *dir, int (*fn)(const struct snapshot_entry *e, void *ud), void *ud);

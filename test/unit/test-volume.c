@@ -698,3 +698,61 @@ TEST(params_v11_values)
 	CHECK(p.ephemeral);
 	volume_params_done(&p);
 }
+
+TEST(snapshot_ids)
+{
+	char id[SNAPSHOT_ID_MAX], vid[VOLUME_ID_MAX];
+
+	CHECK_INT(snapshot_id_from_name("snapshot-1", id), 0);
+	CHECK(snapshot_id_is_valid(id));
+	CHECK(!volume_id_is_valid(id));
+	CHECK_INT((int)strlen(id), 61);
+	CHECK(strncmp(id, "snap.", 5) == 0);
+	/* A volume named like the prefix has a volume ID, never a snapshot ID. */
+	CHECK_INT(volume_id_from_name("snap.", vid), 0);
+	CHECK(!snapshot_id_is_valid(vid));
+	CHECK_INT(volume_id_from_name("snap", vid), 0);
+	CHECK(!snapshot_id_is_valid(vid));
+	CHECK(volume_id_is_valid(vid));
+	CHECK_INT(snapshot_id_from_name("", id), -EINVAL);
+	CHECK(!snapshot_id_is_valid("snap."));
+	CHECK(!snapshot_id_is_valid(NULL));
+	CHECK(!snapshot_id_is_valid("snap.8283b673edaa1628eec828dc48732d93cf045ed37b1e1ecce7dadde"));
+	CHECK(!snapshot_id_is_valid("snap.8283B673edaa1628eec828dc48732d93cf045ed37b1e1ecce7dadde5"));
+	CHECK(!snapshot_id_is_valid("../../8283b673edaa1628eec828dc48732d93cf045ed37b1e1ecce7dadde5"));
+}
+
+TEST(snapshot_record_roundtrip)
+{
+	struct snapshot_record r = {}, back = {};
+	char *json, *err = NULL;
+
+	CHECK_INT(snapshot_id_from_name("snap-a", r.id), 0);
+	CHECK_INT(volume_id_from_name("pvc-1", r.source), 0);
+	r.name = (char *)"snap-a";
+	r.device_mode = (char *)"direct";
+	r.size = 64 << 20;
+	r.content = 96 << 20;
+	r.created_ns = 1795000000123456789LL;
+	r.erase_after = false;
+	r.usage = VOLUME_USAGE_FILE_IO;
+	json = snapshot_format(&r);
+	CHECK(json);
+	CHECK_INT(snapshot_parse(json, strlen(json), &back, &err), 0);
+	CHECK(strcmp(back.id, r.id) == 0 && strcmp(back.source, r.source) == 0);
+	CHECK(strcmp(back.name, "snap-a") == 0 && strcmp(back.device_mode, "direct") == 0);
+	CHECK(back.size == r.size && back.content == r.content && back.created_ns == r.created_ns);
+	CHECK(!back.erase_after && back.usage == VOLUME_USAGE_FILE_IO);
+	snapshot_record_done(&back);
+	/* A volume record is not a snapshot record, and the reverse. */
+	CHECK(state_parse(json, strlen(json), &(struct volume_record){}, &err) < 0);
+	free(err);
+	err = NULL;
+	free(json);
+	{
+		const char *vol = "{\"id\":\"pvc-12-0123456789abcdef0123456789abcdef0123456789abcdef01234567\",\"size\":1}";
+		CHECK(snapshot_parse(vol, strlen(vol), &back, &err) < 0);
+		CHECK(err && strstr(err, "kind"));
+		free(err);
+	}
+}
