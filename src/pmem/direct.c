@@ -29,6 +29,7 @@
 #include "blockdev.h"
 #include "ndctl.h"
 #include "pmem.h"
+#include "volume/state.h"
 
 /* A namespace needs at least this much for its info block and alignment padding. */
 #define DIRECT_FIXED_OVERHEAD (4 * MiB)
@@ -479,11 +480,11 @@ int pmem_direct_new(const struct pmem_manager_ops **ret_ops, void **ret_priv)
 		reg->available = ri[i].available;
 		reg->max_extent = ri[i].max_extent;
 		pthread_mutex_init(&reg->lock, NULL);
-		/* Volumes are namespaces named like volume IDs; LVM mode's "pmem-csi"
-		 * namespaces and foreign ones are left alone. */
+		/* Volumes and snapshots are namespaces named like their IDs; LVM
+		 * mode's "pmem-csi" namespaces and foreign ones are left alone. */
 		for (size_t j = 0; j < ri[i].n_namespaces; j++) {
 			const struct ndctl_namespace_info *ns = &ri[i].namespaces[j];
-			if (!volume_id_is_valid(ns->name) || !ns->blockdev[0])
+			if ((!volume_id_is_valid(ns->name) && !snapshot_id_is_valid(ns->name)) || !ns->blockdev[0])
 				continue;
 			r = add_vol(m, ns, m->n_regions);
 			if (r < 0) {
