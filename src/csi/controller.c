@@ -18,6 +18,7 @@
 #include "csi.pb-c.h"
 #include "driver.h"
 #include "ownership.h"
+#include "snapshot.h"
 #include "fs/fs.h"
 #include "pmem/blockdev.h"
 
@@ -155,10 +156,11 @@ static int respond_volume(struct csi_call *c, struct csi_driver *d, const struct
 	return 0;
 }
 
-/* A failed create after the device exists: device, record, marker, in that order. */
-static void undo_create(struct pmem_manager *pm, const char *state_dir, const char *id)
+/* A failed create after the device exists: device, record, marker, in that
+ * order. erase: the device holds a copy of another volume's data (a clone). */
+static void undo_create(struct pmem_manager *pm, const char *state_dir, const char *id, bool erase)
 {
-	int r = pmem_delete(pm, id, false);
+	int r = pmem_delete(pm, id, erase);
 
 	if (r < 0 && r != -ENOENT) {
 		/* The marker stays: the next start removes the device. */
@@ -166,12 +168,33 @@ static void undo_create(struct pmem_manager *pm, const char *state_dir, const ch
 		return;
 	}
 	(void)state_remove(state_dir, id);
+	(void)state_intent_clear(state_dir, id, "copying");
 	(void)state_intent_clear(state_dir, id, "creating");
 }
 
-int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
-			     uint64_t required, uint64_t limit, uint64_t alloc, const struct volume_params *params,
-			     struct volume_record *ret)
+/*
+ * The content of a clone, copied while the "creating" marker stands (a crash
+ * makes the next start remove the device, as for any create cut off). The
+ * "copying" marker beside it tells that start to erase what was copied.
+ */
+static int clone_content(struct csi_call *c, const char *state_dir, const char *id, const struct csi_clone *clone,
+			 const struct pmem_device *dev)
+{
+	int r;
+
+	if (dev->size < clone->content)
+		return csi_fail(c, CSI_CODE_INTERNAL, "the device for volume %s has %" PRIu64
+				" bytes, less than the %" PRIu64 " bytes of %s", id, dev->size, clone->content,
+				clone->source_id);
+	r = state_intent_set(state_dir, id, "copying");
+	if (r < 0)
+		return csi_fail_errno(c, r, "cannot write the state of volume %s", id);
+	return csi_clone_copy(c, clone, id, dev->path);
+}
+
+static int volume_create(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
+			 uint64_t required, uint64_t limit, uint64_t alloc, const struct volume_params *params,
+			 const struct csi_clone *clone, struct volume_record *ret)
 {
 	const struct create_args args = { .required = required, .limit = limit, .alloc = alloc }, *a = &args;
 	struct pmem_manager *pm = csi_driver_pm(d);
@@ -250,32 +273,49 @@ int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const cha
 	 * CO gets a size within its range, and the state keeps what it got. */
 	if (dev.size < a->required) {
 		pmem_device_done(&dev);
-		undo_create(pm, state_dir, id);
+		undo_create(pm, state_dir, id, false);
 		return csi_fail(c, CSI_CODE_INTERNAL, "the device for volume %s has %" PRIu64 " bytes, less than %" PRIu64,
 				id, dev.size, a->required);
+	}
+	if (clone) {
+		r = clone_content(c, state_dir, id, clone, &dev);
+		if (r < 0) {
+			pmem_device_done(&dev);
+			undo_create(pm, state_dir, id, params->erase_after);
+			return r;
+		}
 	}
 	if (dev.size != rec.size) {
 		rec.size = a->limit && dev.size > a->limit ? a->limit : dev.size;
 		r = state_write(state_dir, &rec);
 		if (r < 0) {
 			pmem_device_done(&dev);
-			undo_create(pm, state_dir, id);
+			undo_create(pm, state_dir, id, clone && params->erase_after);
 			return csi_fail_errno(c, r, "cannot update the state of volume %s", id);
 		}
 	}
 	pmem_device_done(&dev);
 	r = state_intent_clear(state_dir, id, "creating");
 	if (r < 0) {
-		undo_create(pm, state_dir, id);
+		undo_create(pm, state_dir, id, clone && params->erase_after);
 		return csi_fail_errno(c, r, "cannot update the state of volume %s", id);
 	}
+	if (clone)
+		(void)state_intent_clear(state_dir, id, "copying");
 	r = csi_volume_add(d, &rec);
 	if (r < 0) {
-		undo_create(pm, state_dir, id);
+		undo_create(pm, state_dir, id, clone && params->erase_after);
 		return csi_fail_errno(c, r, "cannot register volume %s", id);
 	}
 	log_v(2, "Created volume %s (name \"%s\", %" PRIu64 " bytes)", id, name, rec.size);
 	return volume_record_copy(&rec, ret) < 0 ? csi_oom(c) : 0;
+}
+
+int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const char *name, const char *id,
+			     uint64_t required, uint64_t limit, uint64_t alloc, const struct volume_params *params,
+			     struct volume_record *ret)
+{
+	return volume_create(c, d, name, id, required, limit, alloc, params, NULL, ret);
 }
 
 struct create_call {
@@ -285,18 +325,64 @@ struct create_call {
 	ProtobufCMessage **ret;
 };
 
+/* Sizes of a clone: at least the source as the CO knows it, and room for all of its content. */
+static int clone_sizes(struct csi_call *c, const struct csi_clone *cl, struct create_args *a)
+{
+	char b1[32], b2[32];
+	uint64_t need = round_up_u64(cl->content, ALLOC_ALIGN);
+
+	if (a->required && a->required < cl->size)
+		return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+				"capacity_range.required_bytes %" PRIu64 " is smaller than the source %s (%" PRIu64 " bytes)",
+				a->required, cl->source_id, cl->size);
+	if (a->limit && a->limit < MAX(cl->size, cl->content))
+		return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+				"capacity_range.limit_bytes %s is smaller than the content of the source %s (%s)",
+				format_bytes(b1, sizeof(b1), a->limit), cl->source_id,
+				format_bytes(b2, sizeof(b2), MAX(cl->size, cl->content)));
+	a->required = MAX(a->required, cl->size);
+	a->alloc = MAX(a->alloc, MAX(need, round_up_u64(a->required, ALLOC_ALIGN)));
+	if (a->limit && a->alloc > a->limit)
+		a->alloc = MAX(cl->content, a->required);
+	return 0;
+}
+
 static int create_fn(struct csi_call *c, struct csi_driver *d, const char *id, void *ud)
 {
 	struct create_call *cc = ud;
+	const Csi__V1__VolumeContentSource *src = cc->req->volume_content_source;
 	struct volume_record rec = {};
+	struct csi_clone cl = {};
+	struct create_args a = *cc->a;
+	bool clone = false;
 	int r;
 
-	r = csi_volume_create_locked(c, d, cc->req->name, id, cc->a->required, cc->a->limit, cc->a->alloc,
-				     cc->params, &rec);
+	if (src) {
+		/* A volume that exists already is answered as it is (idempotency). */
+		r = csi_volume_lookup(d, id, &rec);
+		volume_record_done(&rec);
+		if (r < 0) {
+			if (csi_clone_begin(c, d, src, id, &cl) < 0)
+				return -1;
+			clone = true;
+			if (clone_sizes(c, &cl, &a) < 0) {
+				csi_clone_end(d, &cl);
+				return -1;
+			}
+		}
+	}
+	r = volume_create(c, d, cc->req->name, id, a.required, a.limit, a.alloc, cc->params, clone ? &cl : NULL,
+			  &rec);
+	if (clone)
+		csi_clone_end(d, &cl);
 	if (r < 0)
 		return r;
 	r = respond_volume(c, d, &rec, cc->ret);
 	volume_record_done(&rec);
+	/* The provisioner checks that a volume made from a source says so. */
+	if (r >= 0 && src)
+		((Csi__V1__CreateVolumeResponse *)*cc->ret)->volume->content_source =
+			(Csi__V1__VolumeContentSource *)src;
 	return r;
 }
 
@@ -327,9 +413,6 @@ int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMe
 	if (req->n_parameters > MAX_PARAMS)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "too many parameters (%zu, at most %d)",
 				req->n_parameters, MAX_PARAMS);
-	if (req->volume_content_source)
-		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
-				"volume_content_source is not supported: no snapshots or clones");
 	if (req->n_mutable_parameters > 0)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "mutable_parameters are not supported");
 	MAP_TO_ARRAYS(req->parameters, req->n_parameters, keys, values);
@@ -591,6 +674,7 @@ int csi_controller_get_capacity(struct csi_call *c, void *ud, const ProtobufCMes
 	 * removed by hand is put back soon, not only at the next create or delete
 	 * (one access(2) when it is there). */
 	(void)ownership_check_state_dir(d);
+	csi_snapshots_check_state_dir(d);
 	/* Capacity of another node's topology segment is zero here. */
 	if (req->accessible_topology)
 		for (size_t i = 0; i < req->accessible_topology->n_segments; i++) {
@@ -616,6 +700,9 @@ int csi_controller_get_capabilities(struct csi_call *c, void *ud _unused_, const
 		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_VOLUME,
 		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_VOLUMES,
 		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_CAPACITY,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_SNAPSHOT,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_SNAPSHOTS,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CLONE_VOLUME,
 	};
 	Csi__V1__ControllerGetCapabilitiesResponse *resp = CSI_NEW(
 		c, Csi__V1__ControllerGetCapabilitiesResponse, csi__v1__controller_get_capabilities_response__init);

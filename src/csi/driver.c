@@ -14,6 +14,7 @@
 #include "basic/strutil.h"
 #include "csi.pb-c.h"
 #include "ownership.h"
+#include "snapshot.h"
 
 struct csi_driver {
 	struct csi_driver_config cfg;
@@ -21,6 +22,7 @@ struct csi_driver {
 	struct keylock *locks;
 	struct pmem_manager *pm;
 	struct ownership *ownership;
+	struct csi_snapshots *snapshots;
 	atomic_bool ready;
 
 	pthread_mutex_t lock; /* protects vols */
@@ -38,7 +40,8 @@ int csi_driver_new(const struct csi_driver_config *cfg, struct csi_driver **ret)
 	d->topology_key = xasprintf("%s/node", cfg->name);
 	d->locks = keylock_new();
 	pthread_mutex_init(&d->lock, NULL);
-	if (!d->topology_key || !d->locks || ownership_new(&d->ownership) < 0) {
+	if (!d->topology_key || !d->locks || ownership_new(&d->ownership) < 0 ||
+	    csi_snapshots_new(&d->snapshots) < 0) {
 		csi_driver_free(d);
 		return -ENOMEM;
 	}
@@ -53,6 +56,7 @@ void csi_driver_free(struct csi_driver *d)
 	volume_record_array_free(d->vols, d->n_vols);
 	pmem_manager_free(d->pm);
 	ownership_free(d->ownership);
+	csi_snapshots_free(d->snapshots);
 	keylock_free(d->locks);
 	free(d->topology_key);
 	pthread_mutex_destroy(&d->lock);
@@ -72,6 +76,11 @@ struct pmem_manager *csi_driver_pm(struct csi_driver *d)
 struct ownership *csi_driver_ownership(struct csi_driver *d)
 {
 	return d->ownership;
+}
+
+struct csi_snapshots *csi_driver_snapshots(struct csi_driver *d)
+{
+	return d->snapshots;
 }
 
 bool csi_driver_ready(struct csi_driver *d)
@@ -276,6 +285,10 @@ int csi_driver_attach(struct csi_driver *d, struct pmem_manager *pm)
 	int r;
 
 	d->pm = pm;
+	/* Snapshots first: their devices are then known, not reported as foreign. */
+	r = csi_snapshots_reconcile(d);
+	if (r < 0)
+		return r;
 	r = ownership_reconcile(d);
 	if (r < 0)
 		return r;
@@ -358,9 +371,9 @@ static const struct csi_method methods[] = {
 	M("Controller", "GetCapacity", get_capacity_request, csi_controller_get_capacity, false),
 	M("Controller", "ControllerGetCapabilities", controller_get_capabilities_request,
 	  csi_controller_get_capabilities, false),
-	M("Controller", "CreateSnapshot", create_snapshot_request, csi_unimplemented, false),
-	M("Controller", "DeleteSnapshot", delete_snapshot_request, csi_unimplemented, false),
-	M("Controller", "ListSnapshots", list_snapshots_request, csi_unimplemented, false),
+	M("Controller", "CreateSnapshot", create_snapshot_request, csi_controller_create_snapshot, true),
+	M("Controller", "DeleteSnapshot", delete_snapshot_request, csi_controller_delete_snapshot, true),
+	M("Controller", "ListSnapshots", list_snapshots_request, csi_controller_list_snapshots, false),
 	M("Controller", "GetSnapshot", get_snapshot_request, csi_unimplemented, false),
 	M("Controller", "ControllerExpandVolume", controller_expand_volume_request, csi_unimplemented, false),
 	M("Controller", "ControllerGetVolume", controller_get_volume_request, csi_unimplemented, false),

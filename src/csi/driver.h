@@ -81,6 +81,8 @@ int csi_volume_remove_if(struct csi_driver *d, const char *id, int (*fn)(const c
 int csi_volume_foreach(struct csi_driver *d, int (*fn)(const struct volume_record *rec, void *ud), void *ud);
 /** csi_driver_ownership() - the ownership bookkeeping (ownership.c). */
 struct ownership *csi_driver_ownership(struct csi_driver *d);
+/** csi_driver_snapshots() - the registered snapshots (snapshot.c). */
+struct csi_snapshots *csi_driver_snapshots(struct csi_driver *d);
 /**
  * csi_volume_page() - up to max (0 = all) records with IDs greater than after
  * (NULL = from the start), in ID order. *ret_more tells whether more follow.
@@ -123,6 +125,12 @@ int csi_controller_get_capacity(struct csi_call *c, void *ud, const ProtobufCMes
 				ProtobufCMessage **ret);
 int csi_controller_get_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 				    ProtobufCMessage **ret);
+int csi_controller_create_snapshot(struct csi_call *c, void *ud, const ProtobufCMessage *req,
+				   ProtobufCMessage **ret);
+int csi_controller_delete_snapshot(struct csi_call *c, void *ud, const ProtobufCMessage *req,
+				   ProtobufCMessage **ret);
+int csi_controller_list_snapshots(struct csi_call *c, void *ud, const ProtobufCMessage *req,
+				  ProtobufCMessage **ret);
 int csi_node_stage_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req, ProtobufCMessage **ret);
 int csi_node_unstage_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 			    ProtobufCMessage **ret);

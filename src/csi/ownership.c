@@ -76,6 +76,7 @@
 #include "basic/macro.h"
 #include "basic/strutil.h"
 #include "driver.h"
+#include "snapshot.h"
 
 enum unowned_reason {
 	UNOWNED_UNREADABLE_STATE,
@@ -303,9 +304,13 @@ static int reconcile_one(const struct state_entry *e, void *ud)
 		c->dropped++;
 		r = 0;
 		break;
-	case OWNERSHIP_UNDO_CREATE:
-		log_info("Volume %s was being created when the driver stopped: removing it", e->id);
-		r = pmem_delete(pm, e->id, false);
+	case OWNERSHIP_UNDO_CREATE: {
+		/* A "copying" marker: the device holds part of a copy of another
+		 * volume (a clone, snapshot.c), erased as that volume would be. */
+		bool erase = e->rec->params.erase_after && state_intent_test(c->dir, e->id, "copying") > 0;
+		log_info("Volume %s was being created when the driver stopped: removing it%s", e->id,
+			 erase ? " (erasing the partial copy)" : "");
+		r = pmem_delete(pm, e->id, erase);
 		if (r < 0 && r != -ENOENT) {
 			log_warning_errno(r, "Cannot remove the half-created device of %s (kept, retried at the next start): %m",
 					  e->id);
@@ -315,10 +320,12 @@ static int reconcile_one(const struct state_entry *e, void *ud)
 		}
 		(void)state_remove(c->dir, e->id);
 		(void)state_intent_clear(c->dir, e->id, "mkfs");
+		(void)state_intent_clear(c->dir, e->id, "copying");
 		(void)state_intent_clear(c->dir, e->id, "creating");
 		c->undone++;
 		r = 0;
 		break;
+	}
 	case OWNERSHIP_KEEP_REPORTED:
 		log_warning("State record %s/%s.json cannot be read (%s): volume %s is not served, the record and "
 			    "any device of that name are left as they are until an administrator removes them",
@@ -362,6 +369,8 @@ static void report_foreign(struct reconcile *c)
 		}
 		if (state_exists(c->dir, devs[i].name) > 0)
 			continue; /* reported with its record */
+		if (csi_snapshot_claims(c->d, devs[i].name))
+			continue; /* a snapshot (snapshot.c) */
 		log_warning("Device %s (%s) has no state record: it is not a volume of this driver and is left as it is",
 			    devs[i].name, devs[i].path);
 		remember(csi_driver_ownership(c->d), devs[i].name, UNOWNED_NO_STATE);
@@ -438,6 +447,7 @@ static int forget_files(const char *id, void *ud)
 	if (r < 0)
 		return r;
 	(void)state_intent_clear(dir, id, "mkfs");
+	(void)state_intent_clear(dir, id, "copying");
 	(void)state_intent_clear(dir, id, "creating");
 	return 0;
 }
