@@ -11,9 +11,10 @@ import mmap
 import os
 import re
 import signal
+import time
 
 import csi_pb2 as pb
-from csitest import C, MiB, DriverTestCase, lvs, mount_cap, regions, rpc_code, volume_id
+from csitest import C, MiB, DriverTestCase, lvs, mount_cap, nonblocking, regions, rpc_code, run, volume_id
 
 from test_modes import DIRECT, device_of
 from test_parameters import find_on_pv, lv_location
@@ -324,6 +325,33 @@ class SnapshotBase(DriverTestCase):
         self.delete(vol.volume_id)
         self.delete_snapshot(cls.sid2)
         self.assertEqual(self.list_snapshots().entries, [])
+
+    @nonblocking
+    def test_10_copy_speed(self):
+        """MB/s of the driver's copy (O_DIRECT both ends) next to dd with and without the page cache.
+
+        SNAPSHOT_BENCH_MIB sets the volume size (default 256)."""
+        mib = int(os.environ.get("SNAPSHOT_BENCH_MIB", "256"))
+        src = self.create(self.n("bench"), mib * MiB, params={"eraseafter": "false"})
+        dev = device_of(self, src.volume_id)
+        run(["dd", "if=/dev/urandom", "of=" + dev, "bs=4M", "count=%d" % (mib // 4), "oflag=direct"])
+        snap = self.snapshot(self.n("bench"), src.volume_id)
+        m = re.findall(r"Created snapshot %s .* ([0-9]+) bytes copied in ([0-9.]+) s" % snap.snapshot_id,
+                       self.driver.log_text())
+        self.assertTrue(m, "no copy speed in the driver log")
+        scratch = self.create(self.n("scratch"), mib * MiB, params={"eraseafter": "false"})
+        sdev = device_of(self, scratch.volume_id)
+        res = {"driver (O_DIRECT, 8 MiB)": int(m[-1][0]) / float(m[-1][1]) / 1e6}
+        for what, flags in (("dd bs=8M page cache", ["conv=fsync"]),
+                            ("dd bs=8M O_DIRECT", ["iflag=direct", "oflag=direct"])):
+            t = time.monotonic()
+            run(["dd", "if=" + dev, "of=" + sdev, "bs=8M", "count=%d" % (mib // 8)] + flags)
+            res[what] = mib * MiB / (time.monotonic() - t) / 1e6
+        print("# copy %d MiB, %s mode: %s" % (mib, self.mode,
+                                              ", ".join("%s %.0f MB/s" % kv for kv in res.items())))
+        self.delete_snapshot(snap.snapshot_id)
+        self.delete(scratch.volume_id)
+        self.delete(src.volume_id)
 
 
 class SnapshotLVM(SnapshotBase):
