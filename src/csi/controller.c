@@ -325,25 +325,24 @@ struct create_call {
 	ProtobufCMessage **ret;
 };
 
-/* Sizes of a clone: at least the source as the CO knows it, and room for all of its content. */
+/*
+ * Sizes of a clone: room for all of the source's content (its whole device,
+ * which a filesystem spans). A smaller required_bytes gets the larger volume
+ * (the CO sees its capacity); a limit_bytes below the content cannot be met.
+ */
 static int clone_sizes(struct csi_call *c, const struct csi_clone *cl, struct create_args *a)
 {
 	char b1[32], b2[32];
 	uint64_t need = round_up_u64(cl->content, ALLOC_ALIGN);
 
-	if (a->required && a->required < cl->size)
+	if (a->limit && a->limit < cl->content)
 		return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
-				"capacity_range.required_bytes %" PRIu64 " is smaller than the source %s (%" PRIu64 " bytes)",
-				a->required, cl->source_id, cl->size);
-	if (a->limit && a->limit < MAX(cl->size, cl->content))
-		return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
-				"capacity_range.limit_bytes %s is smaller than the content of the source %s (%s)",
+				"capacity_range.limit_bytes %s is smaller than the source %s (%s)",
 				format_bytes(b1, sizeof(b1), a->limit), cl->source_id,
-				format_bytes(b2, sizeof(b2), MAX(cl->size, cl->content)));
-	a->required = MAX(a->required, cl->size);
-	a->alloc = MAX(a->alloc, MAX(need, round_up_u64(a->required, ALLOC_ALIGN)));
+				format_bytes(b2, sizeof(b2), cl->content));
+	a->alloc = MAX(a->alloc, need);
 	if (a->limit && a->alloc > a->limit)
-		a->alloc = MAX(cl->content, a->required);
+		a->alloc = cl->content; /* the device manager rounds to what it can make */
 	return 0;
 }
 
