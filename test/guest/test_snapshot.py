@@ -14,7 +14,7 @@ import signal
 import time
 
 import csi_pb2 as pb
-from csitest import C, MiB, DriverTestCase, lvs, mount_cap, nonblocking, regions, rpc_code, run, volume_id
+from csitest import C, LVM_ENV, MiB, DriverTestCase, lvs, mount_cap, nonblocking, regions, rpc_code, run, volume_id
 
 from test_modes import DIRECT, device_of
 from test_parameters import find_on_pv, lv_location
@@ -233,6 +233,7 @@ class SnapshotBase(DriverTestCase):
         for v in (vol.volume_id, big.volume_id):
             self.delete(v)
 
+    @nonblocking
     def test_06_bad_input(self):
         cls = type(self)
         self.clone(self.n("bad1"), "snap." + "0" * 56, code=C.NOT_FOUND)
@@ -270,10 +271,26 @@ class SnapshotBase(DriverTestCase):
         self.expect(None, self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=cls.sid), "DeleteVolume(snapshot ID)")
         self.assertIsNotNone(self.snap_device(cls.sid), "DeleteVolume of a snapshot ID removed the snapshot")
         self.assertIn(cls.src, [x.volume.volume_id for x in self.list_all()], "DeleteSnapshot of a volume ID")
-        # Hand-made devices named like a snapshot are not ours.
-        foreign = pb.CreateSnapshotRequest(name=self.n("foreign"), source_volume_id=cls.src)
-        fid = "snap." + hashlib.sha224(foreign.name.encode()).hexdigest()
-        self.assertEqual(self.list_snapshots(snapshot_id=fid).entries, [])
+        # A hand-made device named like a snapshot is not ours: refused, left alone.
+        fname = self.n("foreign")
+        fid = "snap." + hashlib.sha224(fname.encode()).hexdigest()
+        self.assertEqual(list(self.list_snapshots(snapshot_id=fid).entries), [])
+        if self.mode == "lvm":
+            # Made while the driver is down, as ownership.md describes: the driver only
+            # learns of LVs at start (one made at run time in another VG is not seen).
+            vg = lvs()[cls.src][0]
+            self.driver.stop()
+            run(["lvcreate", "-y", "-L", "8m", "-n", fid, vg], env=LVM_ENV)
+            self.driver.start()
+            try:
+                self.assertRegex(self.driver.log_text(since_start=True), r"Device %s .* has no state record" % fid)
+                self.snapshot(fname, cls.src, code=C.FAILED_PRECONDITION, contains="did not create")
+                self.assertIn(fid, lvs(), "CreateSnapshot removed a foreign LV named like its snapshot")
+                self.expect(None, self.c.DeleteSnapshot, pb.DeleteSnapshotRequest(snapshot_id=fid),
+                            "DeleteSnapshot(foreign)")
+                self.assertIn(fid, lvs(), "DeleteSnapshot removed a foreign LV")
+            finally:
+                run(["lvremove", "-f", "-y", "%s/%s" % (vg, fid)], env=LVM_ENV, check=False)
 
     def test_07_restart_keeps_snapshots(self):
         cls = type(self)
@@ -311,6 +328,35 @@ class SnapshotBase(DriverTestCase):
         type(self).snaps.pop(cut.snapshot_id, None)
         type(self).tracked.pop(clone.volume_id, None)
 
+    def test_08b_killed_during_copy(self):
+        """SIGKILL in the middle of a real copy: the next start removes the half-copied snapshot."""
+        src = self.create(self.n("kill-src"), 256 * MiB, params={"eraseafter": "false"})
+        dev = device_of(self, src.volume_id)
+        run(["dd", "if=/dev/urandom", "of=" + dev, "bs=4M", "count=64", "oflag=direct"])
+        name = self.n("killed")
+        sid = "snap." + hashlib.sha224(name.encode()).hexdigest()
+        marker = os.path.join(self.state_dir, "snapshots", sid + ".creating")
+        req = pb.CreateSnapshotRequest(name=name, source_volume_id=src.volume_id)
+        fut = self.c.future("CreateSnapshot", req)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not fut.done() and not (
+                os.path.exists(marker) and self.snap_device(sid)):
+            time.sleep(0.05)
+        self.assertFalse(fut.done(), "CreateSnapshot finished before the copy could be interrupted")
+        self.driver.stop(signal.SIGKILL)
+        self.driver.start()
+        self.assertEqual(list(self.list_snapshots(snapshot_id=sid).entries), [])
+        self.assertIsNone(self.snap_device(sid), "device of a snapshot killed during its copy left")
+        self.assertFalse(os.path.exists(marker), "creation marker left")
+        self.assertIn("Snapshot %s was being copied when the driver stopped" % sid,
+                      self.driver.log_text(since_start=True))
+        snap = self.snapshot(name, src.volume_id)  # the CO's retry
+        size = blockdev_size(dev)
+        self.assertEqual(sha(self.snap_device(sid), size), sha(dev, size), "retried snapshot differs from its source")
+        self.delete_snapshot(snap.snapshot_id)
+        self.delete(src.volume_id)
+
+    @nonblocking
     def test_09_delete_erases(self):
         cls = type(self)
         before = self.capacity().available_capacity
@@ -330,7 +376,7 @@ class SnapshotBase(DriverTestCase):
         vol = self.clone(self.n("orphan"), cls.sid2, size=16 * MiB)
         self.delete(vol.volume_id)
         self.delete_snapshot(cls.sid2)
-        self.assertEqual(self.list_snapshots().entries, [])
+        self.assertEqual(list(self.list_snapshots().entries), [])
 
     @nonblocking
     def test_10_copy_speed(self):
