@@ -382,26 +382,39 @@ class SnapshotBase(DriverTestCase):
     def test_10_copy_speed(self):
         """MB/s of the driver's copy (O_DIRECT both ends) next to dd with and without the page cache.
 
-        SNAPSHOT_BENCH_MIB sets the volume size (default 256)."""
-        mib = int(os.environ.get("SNAPSHOT_BENCH_MIB", "256"))
+        Best of two rounds: the first write to a page of the emulated NVDIMM costs the host
+        a page allocation in the backing file, which is not what is measured here.
+        SNAPSHOT_BENCH_MIB sets the volume size (default 128)."""
+        mib = int(os.environ.get("SNAPSHOT_BENCH_MIB", "128"))
         src = self.create(self.n("bench"), mib * MiB, params={"eraseafter": "false"})
         dev = device_of(self, src.volume_id)
         run(["dd", "if=/dev/urandom", "of=" + dev, "bs=4M", "count=%d" % (mib // 4), "oflag=direct"])
-        snap = self.snapshot(self.n("bench"), src.volume_id)
-        m = re.findall(r"Created snapshot %s .* ([0-9]+) bytes copied in ([0-9.]+) s" % snap.snapshot_id,
-                       self.driver.log_text())
-        self.assertTrue(m, "no copy speed in the driver log")
         scratch = self.create(self.n("scratch"), mib * MiB, params={"eraseafter": "false"})
         sdev = device_of(self, scratch.volume_id)
-        res = {"driver (O_DIRECT, 8 MiB)": int(m[-1][0]) / float(m[-1][1]) / 1e6}
-        for what, flags in (("dd bs=8M page cache", ["conv=fsync"]),
-                            ("dd bs=8M O_DIRECT", ["iflag=direct", "oflag=direct"])):
+        res = {}
+        for rnd in range(2):
+            snap = self.snapshot(self.n("bench%d" % rnd), src.volume_id)
+            m = re.findall(r"Created snapshot %s .* ([0-9]+) bytes copied in ([0-9.]+) s" % snap.snapshot_id,
+                           self.driver.log_text())
+            self.assertTrue(m, "no copy speed in the driver log")
+            self.delete_snapshot(snap.snapshot_id)
+            speeds = {"driver (O_DIRECT, 8 MiB)": int(m[-1][0]) / float(m[-1][1]) / 1e6}
+            for what, flags in (("dd bs=8M page cache", ["conv=fsync"]),
+                                ("dd bs=8M O_DIRECT", ["iflag=direct", "oflag=direct"])):
+                t = time.monotonic()
+                run(["dd", "if=" + dev, "of=" + sdev, "bs=8M", "count=%d" % (mib // 8)] + flags)
+                speeds[what] = mib * MiB / (time.monotonic() - t) / 1e6
+            # Like the driver's copy: into a device made just before (pages never written).
+            fresh = self.create(self.n("fresh%d" % rnd), mib * MiB, params={"eraseafter": "false"})
             t = time.monotonic()
-            run(["dd", "if=" + dev, "of=" + sdev, "bs=8M", "count=%d" % (mib // 8)] + flags)
-            res[what] = mib * MiB / (time.monotonic() - t) / 1e6
-        print("# copy %d MiB, %s mode: %s" % (mib, self.mode,
-                                              ", ".join("%s %.0f MB/s" % kv for kv in res.items())))
-        self.delete_snapshot(snap.snapshot_id)
+            run(["dd", "if=" + dev, "of=" + device_of(self, fresh.volume_id), "bs=8M", "count=%d" % (mib // 8),
+                 "iflag=direct", "oflag=direct"])
+            speeds["dd bs=8M O_DIRECT to a new device"] = mib * MiB / (time.monotonic() - t) / 1e6
+            self.delete(fresh.volume_id)
+            for k, v in speeds.items():
+                res[k] = max(res.get(k, 0), v)
+        print("# copy %d MiB, %s mode, best of 2: %s" % (
+            mib, self.mode, ", ".join("%s %.0f MB/s" % kv for kv in res.items())))
         self.delete(scratch.volume_id)
         self.delete(src.volume_id)
 
