@@ -19,7 +19,7 @@ grep "PMEM-CSI ready" "$W/driver.log" || { cat "$W/driver.log"; echo "0 passed, 
     -csi.stagingdir="$W/staging" -csi.mountdir="$W/mount" -ginkgo.no-color "$@" 2>&1 | tee "$W/sanity.out"
 kill -TERM $DPID; wait $DPID
 echo "== driver log (errors):"; grep -E '^E' "$W/driver.log" | tail -20
-echo "== LVs left: $(lvs --noheadings 2>/dev/null | wc -l); volume namespaces left: $(ndctl list -N 2>/dev/null | grep -c "\"name\":\"[^\"]*-[0-9a-f]\{56\}\"")"
+echo "== LVs left: $(lvs --noheadings 2>/dev/null | wc -l); volume and snapshot namespaces left: $(ndctl list -N 2>/dev/null | grep -c "\"name\":\"\([^\"]*-\|snap\.\)[0-9a-f]\{56\}\"")"
 # ginkgo: "Ran 58 of 92 Specs ... SUCCESS! -- 58 Passed | 0 Failed | 1 Pending | 33 Skipped"
 line=$(grep -aE '[0-9]+ Passed \| [0-9]+ Failed' "$W/sanity.out" | tail -1)
 p=$(sed -E 's/.* ([0-9]+) Passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) Failed.*/\1/' <<<"$line")
