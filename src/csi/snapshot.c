@@ -302,8 +302,15 @@ int csi_snapshots_reconcile(struct csi_driver *d)
 	int r;
 
 	r = snapshot_state_scan(c.dir, reconcile_one, &c);
-	if (r < 0)
+	if (r == -ENOMEM)
 		return log_error_errno(r, "Failed to load the snapshot state from %s: %m", c.dir);
+	if (r < 0) {
+		/* Volumes are served all the same; snapshot devices without a
+		 * readable record are reported as not ours and left alone. */
+		log_warning_errno(r, "Cannot read the snapshot records in %s/%s: snapshots are not served: %m", c.dir,
+				  STATE_SNAPSHOT_SUBDIR);
+		return 0;
+	}
 	if (c.served || c.dropped || c.undone || c.kept)
 		log_info("Loaded %u snapshot(s) (%u without device dropped, %u cut-off copies undone, %u kept unserved)",
 			 c.served, c.dropped, c.undone, c.kept);
