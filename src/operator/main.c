@@ -1,17 +1,29 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * pmem-csi-operator: list the PmemCSIDeployment objects, reconcile each, then watch
- * them from the list's resourceVersion; a 410 Gone (or any error, after a bounded
- * backoff) re-lists. Every re-list reconciles all objects again, which also refreshes
- * the component status from the DaemonSet and Deployment; between re-lists, an event
- * reconciles only when the CR's generation or uid changed (our own status writes
- * come back as MODIFIED events with the same generation).
+ * pmem-csi-operator: watches turn into a work queue of CR names; one worker reconciles
+ * them, only while this replica holds the leader lease.
+ *
+ * - The CR watch lists the PmemCSIDeployments and watches them from the list's
+ *   resourceVersion; a 410 Gone (or any error, after a bounded backoff) re-lists, and
+ *   every -resync seconds it re-lists and queues every CR (the periodic resync). An
+ *   event queues its CR only when the CR's generation or uid changed: our own status
+ *   writes come back as MODIFIED events with the same generation.
+ * - One watch per kind of owned object (labelled app.kubernetes.io/part-of=pmem-csi,
+ *   in the operator's namespace or cluster-scoped) queues the owning CR of an object
+ *   that was changed or deleted, so a hand-made change is repaired at once and the
+ *   status follows the DaemonSet's and Deployment's status as it changes.
+ * - Watches run on every replica (cheap); the worker drops work while not leading and
+ *   queues everything when it becomes the leader.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/log.h"
@@ -19,6 +31,7 @@
 #include "basic/strutil.h"
 #include "json/json.h"
 #include "k8s/k8s.h"
+#include "leader.h"
 #include "manifest.h"
 #include "reconcile.h"
 
@@ -27,19 +40,87 @@
 #endif
 
 #define SEEN_MAX 256
+#define QUEUE_MAX 256
 #define BACKOFF_MAX_S 30
+#define OWNED_SELECTOR "labelSelector=app.kubernetes.io%2Fpart-of%3Dpmem-csi"
+#define LEASE_NAME "pmem-csi-operator-lock" /* the 1.x operator's LeaderElectionID */
 
 static volatile sig_atomic_t stop;
 
-/* What was last reconciled per CR (name, uid, generation). */
+/* ---- work queue: CR names, deduplicated, plus "everything" ---- */
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char *names[QUEUE_MAX];
+	size_t n;
+	bool all;
+} queue = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void queue_push(const char *name)
+{
+	pthread_mutex_lock(&queue.lock);
+	if (!name)
+		queue.all = true;
+	else {
+		bool found = false;
+		for (size_t i = 0; i < queue.n && !found; i++)
+			found = streq_ptr(queue.names[i], name);
+		if (!found) {
+			char *copy = queue.n < QUEUE_MAX ? strdup(name) : NULL;
+			if (copy)
+				queue.names[queue.n++] = copy;
+			else
+				queue.all = true; /* full or out of memory: a full pass covers it */
+		}
+	}
+	pthread_cond_signal(&queue.cond);
+	pthread_mutex_unlock(&queue.lock);
+}
+
+/* Wait up to 1 s for work: 1 and *ret_name (NULL: everything), 0 when idle. */
+static int queue_pop(char **ret_name)
+{
+	struct timespec until;
+	int r = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	pthread_mutex_lock(&queue.lock);
+	while (!queue.all && queue.n == 0 && !stop)
+		if (pthread_cond_timedwait(&queue.cond, &queue.lock, &until) == ETIMEDOUT)
+			break;
+	if (queue.all) {
+		queue.all = false;
+		for (size_t i = 0; i < queue.n; i++)
+			free(queue.names[i]);
+		queue.n = 0;
+		*ret_name = NULL;
+		r = 1;
+	} else if (queue.n > 0) {
+		*ret_name = queue.names[0];
+		memmove(queue.names, queue.names + 1, (queue.n - 1) * sizeof(queue.names[0]));
+		queue.n--;
+		r = 1;
+	}
+	pthread_mutex_unlock(&queue.lock);
+	return r;
+}
+
+/* ---- watches ---- */
+
+/* What was last queued per CR (name, uid, generation); the CR watch thread only. */
 static struct seen {
 	char *name;
 	char *uid;
 	int64_t generation;
 } seen[SEEN_MAX];
 
-struct loop {
-	struct operator *op;
+struct watcher {
+	struct k8s_client *client;
+	char *path; /* collection path, maybe with ?labelSelector= */
+	bool is_cr;
+	unsigned resync_s;
 	char *rv;
 };
 
@@ -82,20 +163,36 @@ static bool is_new(const struct jv *cr)
 	return true;
 }
 
-static void set_rv(struct loop *l, const struct jv *obj)
+static void set_rv(struct watcher *w, const struct jv *obj)
 {
 	const char *rv = jv_string(jv_object_get(jv_object_get(obj, "metadata"), "resourceVersion"));
 	char *n;
 
 	if (!rv || !(n = strdup(rv)))
 		return;
-	free(l->rv);
-	l->rv = n;
+	free(w->rv);
+	w->rv = n;
+}
+
+/* Queue the PmemCSIDeployment that controls obj, if any. */
+static void queue_owner(const char *type, const struct jv *obj)
+{
+	const struct jv *meta = jv_object_get(obj, "metadata");
+	const struct jv *refs = jv_object_get(meta, "ownerReferences");
+
+	for (size_t i = 0; i < jv_array_size(refs); i++) {
+		const struct jv *ref = jv_array_get(refs, i);
+		if (!streq_ptr(jv_string(jv_object_get(ref, "kind")), "PmemCSIDeployment"))
+			continue;
+		log_v(5, "%s %s %s: queueing PmemCSIDeployment '%s'", type, jv_string(jv_object_get(obj, "kind")) ?: "",
+		      jv_string(jv_object_get(meta, "name")) ?: "", jv_string(jv_object_get(ref, "name")) ?: "");
+		queue_push(jv_string(jv_object_get(ref, "name")));
+	}
 }
 
 static int on_event(const char *type, const struct jv *obj, void *ud)
 {
-	struct loop *l = ud;
+	struct watcher *w = ud;
 
 	if (stop)
 		return -ECANCELED;
@@ -105,64 +202,202 @@ static int on_event(const char *type, const struct jv *obj, void *ud)
 		      jv_string(jv_object_get(obj, "message")) ?: "");
 		return -ESTALE; /* 410 Expired and anything else: re-list */
 	}
-	set_rv(l, obj);
-	if (streq_ptr(type, "ADDED") || streq_ptr(type, "MODIFIED")) {
-		if (is_new(obj))
-			(void)operator_reconcile(l->op, obj);
+	set_rv(w, obj);
+	if (streq_ptr(type, "BOOKMARK"))
+		return 0;
+	if (w->is_cr) {
+		if ((streq_ptr(type, "ADDED") || streq_ptr(type, "MODIFIED")) && is_new(obj))
+			queue_push(jv_string(jv_object_get(jv_object_get(obj, "metadata"), "name")));
+		else if (streq_ptr(type, "DELETED"))
+			queue_push(NULL); /* a younger CR that overlapped this one may deploy now */
+		/* The garbage collector removes what the deleted CR owned. */
+		return 0;
 	}
-	/* DELETED: the garbage collector removes the objects we own. */
+	/* Owned objects: ADDED is our own creation (or a list replay); changes and deletions are repaired. */
+	if (streq_ptr(type, "MODIFIED") || streq_ptr(type, "DELETED"))
+		queue_owner(type, obj);
 	return 0;
 }
 
-static int relist(struct loop *l, char **ret_err)
+static int relist(struct watcher *w, char **ret_err)
 {
 	_cleanup_(jv_unrefp) struct jv *list = NULL;
 	const struct jv *items;
 	int r;
 
-	r = k8s_get(l->op->client, OPERATOR_CRD_PATH, &list, ret_err);
+	r = k8s_get(w->client, w->path, &list, ret_err);
 	if (r < 0)
 		return r;
-	set_rv(l, list);
+	set_rv(w, list);
+	if (!w->is_cr)
+		return 0;
 	items = jv_object_get(list, "items");
-	for (size_t i = 0; i < jv_array_size(items) && !stop; i++) {
+	for (size_t i = 0; i < jv_array_size(items); i++)
 		(void)is_new(jv_array_get(items, i));
-		(void)operator_reconcile(l->op, jv_array_get(items, i));
-	}
+	queue_push(NULL); /* the periodic resync: everything once */
 	return 0;
 }
 
-static int run(struct operator *op, unsigned resync_s)
+static void *watch_thread(void *ud)
 {
-	struct loop l = { .op = op };
+	struct watcher *w = ud;
 	unsigned backoff = 1;
 
 	while (!stop) {
-		_cleanup_free_ char *err = NULL;
-		int r = relist(&l, &err);
+		_cleanup_free_ char *err = NULL, *path = NULL;
+		int r = relist(w, &err);
 
 		if (r < 0) {
-			log_error_errno(r, "Failed to list PmemCSIDeployments: %s; retrying in %u s", err ? err : "",
-					backoff);
+			log_error_errno(r, "Failed to list %s: %s; retrying in %u s", w->path, err ? err : "", backoff);
 			sleep(backoff);
 			backoff = backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : backoff * 2;
 			continue;
 		}
 		backoff = 1;
-		/* One watch up to resync_s; then re-list and reconcile everything. */
-		_cleanup_free_ char *path = xasprintf("%s?resourceVersion=%s", OPERATOR_CRD_PATH, l.rv ? l.rv : "0");
-		if (!path)
-			return -ENOMEM;
-		r = k8s_watch(op->client, path, resync_s, on_event, &l, &err);
+		/* One watch up to resync_s; then re-list (the CR watch: and reconcile everything). */
+		path = xasprintf("%s%sresourceVersion=%s", w->path, strchr(w->path, '?') ? "&" : "?",
+				 w->rv ? w->rv : "0");
+		if (!path) {
+			sleep(1);
+			continue;
+		}
+		r = k8s_watch(w->client, path, w->resync_s, on_event, w, &err);
 		if (r == -ESTALE || r == -ECANCELED || r == 0)
 			continue;
-		log_warning_errno(r, "Watch of PmemCSIDeployments ended: %s; re-listing in %u s", err ? err : "",
-				  backoff);
+		log_warning_errno(r, "Watch of %s ended: %s; re-listing in %u s", w->path, err ? err : "", backoff);
 		sleep(backoff);
 		backoff = backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : backoff * 2;
 	}
-	free(l.rv);
+	return NULL;
+}
+
+static int start_watch(struct k8s_client *c, const char *path, bool is_cr, unsigned resync_s)
+{
+	struct watcher *w = calloc(1, sizeof(*w));
+	pthread_t t;
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	*w = (struct watcher){ .client = c, .path = strdup(path), .is_cr = is_cr, .resync_s = resync_s };
+	if (!w->path) {
+		free(w);
+		return -ENOMEM;
+	}
+	r = -pthread_create(&t, NULL, watch_thread, w);
+	if (r < 0) {
+		free(w->path);
+		free(w);
+		return r;
+	}
+	/* Runs until the process ends: a watch blocks in the stream, exit ends it. */
+	pthread_detach(t);
 	return 0;
+}
+
+/* The owned kinds: everything operator_render() produces (src/operator/manifest.c). */
+static int start_watches(struct k8s_client *c, const char *ns, unsigned resync_s)
+{
+	static const char *const namespaced[] = {
+		"/apis/apps/v1/namespaces/%s/daemonsets",
+		"/apis/apps/v1/namespaces/%s/deployments",
+		"/api/v1/namespaces/%s/serviceaccounts",
+		"/apis/rbac.authorization.k8s.io/v1/namespaces/%s/roles",
+		"/apis/rbac.authorization.k8s.io/v1/namespaces/%s/rolebindings",
+	};
+	static const char *const cluster[] = {
+		"/apis/rbac.authorization.k8s.io/v1/clusterroles",
+		"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+		"/apis/storage.k8s.io/v1/csidrivers",
+	};
+	_cleanup_free_ char *ens = k8s_path_escape(ns);
+	int r;
+
+	if (!ens)
+		return -ENOMEM;
+	if ((r = start_watch(c, OPERATOR_CRD_PATH, true, resync_s)) < 0)
+		return r;
+	for (size_t i = 0; i < ELEMENTSOF(namespaced); i++) {
+		_cleanup_free_ char *fmt = xasprintf("%s?%s", namespaced[i], OWNED_SELECTOR), *p = NULL;
+		if (!fmt)
+			return -ENOMEM;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+		p = xasprintf(fmt, ens);
+#pragma GCC diagnostic pop
+		if (!p || (r = start_watch(c, p, false, resync_s)) < 0)
+			return p ? r : -ENOMEM;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(cluster); i++) {
+		_cleanup_free_ char *p = xasprintf("%s?%s", cluster[i], OWNED_SELECTOR);
+		if (!p || (r = start_watch(c, p, false, resync_s)) < 0)
+			return p ? r : -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- the worker ---- */
+
+static void on_leader_change(bool leading, void *ud)
+{
+	(void)ud;
+	if (leading)
+		queue_push(NULL); /* a new leader reconciles everything once */
+}
+
+static void reconcile_one(struct operator *op, const char *name)
+{
+	_cleanup_(jv_unrefp) struct jv *cr = NULL;
+	_cleanup_free_ char *en = k8s_path_escape(name), *path = NULL, *err = NULL;
+	int r;
+
+	path = en ? xasprintf("%s/%s", OPERATOR_CRD_PATH, en) : NULL;
+	if (!path)
+		return;
+	r = k8s_get(op->client, path, &cr, &err);
+	if (r == -ENOENT)
+		return; /* deleted meanwhile */
+	if (r < 0) {
+		log_warning_errno(r, "Cannot read PmemCSIDeployment '%s': %s", name, err ? err : "");
+		return;
+	}
+	(void)operator_reconcile(op, cr);
+}
+
+static void reconcile_all(struct operator *op)
+{
+	_cleanup_(jv_unrefp) struct jv *list = NULL;
+	_cleanup_free_ char *err = NULL;
+	const struct jv *items;
+	int r;
+
+	r = k8s_get(op->client, OPERATOR_CRD_PATH, &list, &err);
+	if (r < 0) {
+		log_warning_errno(r, "Failed to list PmemCSIDeployments: %s", err ? err : "");
+		return;
+	}
+	items = jv_object_get(list, "items");
+	for (size_t i = 0; i < jv_array_size(items) && !stop; i++)
+		(void)operator_reconcile(op, jv_array_get(items, i));
+}
+
+static void work(struct operator *op)
+{
+	while (!stop) {
+		char *name = NULL;
+
+		if (queue_pop(&name) == 0)
+			continue;
+		if (!leader_is_leading(op->leader)) {
+			free(name); /* becoming the leader queues everything */
+			continue;
+		}
+		if (name)
+			reconcile_one(op, name);
+		else
+			reconcile_all(op);
+		free(name);
+	}
 }
 
 /* 1.x: the driver image defaults to the operator's own (POD_NAME, OPERATOR_NAME). */
@@ -191,18 +426,43 @@ static char *own_image(struct k8s_client *c, const char *ns)
 	return NULL;
 }
 
+/* client-go's identity: the host (pod) name plus a random suffix, unique per process. */
+static char *identity(void)
+{
+	const char *pod = getenv("POD_NAME");
+	char host[256] = "";
+	unsigned char rnd[8] = { 0 };
+	char hex[17];
+
+	if (!pod || !*pod) {
+		if (gethostname(host, sizeof(host) - 1) < 0 || !*host)
+			strcpy(host, "pmem-csi-operator");
+		pod = host;
+	}
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+		uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+		memcpy(rnd, &t, sizeof(rnd));
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+	return xasprintf("%s_%s", pod, hex);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: pmem-csi-operator [-kubeconfig=PATH] [-namespace=NS] [-image=IMAGE] "
-			"[-resync=SECONDS] [-v=N] [-logging-format=text|json] [-version]\n");
+			"[-resync=SECONDS] [-leader-election=true|false] [-v=N] [-logging-format=text|json] "
+			"[-version]\n");
 }
 
 int main(int argc, char **argv)
 {
 	const char *kubeconfig = NULL, *ns = getenv("POD_NAMESPACE"), *image = getenv("PMEM_CSI_IMAGE");
 	enum log_format fmt = LOG_FORMAT_TEXT;
-	_cleanup_free_ char *err = NULL, *own = NULL;
+	_cleanup_free_ char *err = NULL, *own = NULL, *id = NULL;
+	struct k8s_client *lease_client = NULL;
 	struct operator op = {};
+	bool elect = true;
 	unsigned resync = 60;
 	int v = 3, r;
 
@@ -223,7 +483,11 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			resync = (unsigned)n;
-		} else if (startswith(a, "-v=")) {
+		} else if (streq_ptr(a, "-leader-election") || streq_ptr(a, "-leader-election=true"))
+			elect = true;
+		else if (streq_ptr(a, "-leader-election=false"))
+			elect = false;
+		else if (startswith(a, "-v=")) {
 			if (safe_atoi(a + 3, &v) < 0 || v < 0 || v > 10) {
 				fprintf(stderr, "-v: '%s' is not a level within 0-10\n", a + 3);
 				return 2;
@@ -264,8 +528,33 @@ int main(int argc, char **argv)
 	op.default_image = image;
 	log_info("pmem-csi-operator %s: namespace %s, API server %s, driver image %s", PMEM_CSI_VERSION, ns,
 		 k8s_client_server(op.client), image ? image : "(from the manifest)");
-	r = run(&op, resync);
-	k8s_client_free(op.client);
-	jv_unref(op.manifest);
+
+	if (elect) {
+		struct leader_config lc = { .namespace = ns, .name = LEASE_NAME, .on_change = on_leader_change };
+
+		id = identity();
+		lc.identity = id;
+		/* Its own client: a renew must give up within the renew deadline, not after 5 retries. */
+		r = id ? k8s_client_new(kubeconfig, &lease_client, &err) : -ENOMEM;
+		if (r >= 0) {
+			k8s_client_set_limits(lease_client, 5000, 1);
+			r = leader_start(lease_client, &lc, &op.leader);
+		}
+		if (r < 0) {
+			log_error_errno(r, "Failed to start leader election: %s", err ? err : "");
+			k8s_client_free(lease_client);
+			k8s_client_free(op.client);
+			jv_unref(op.manifest);
+			return 1;
+		}
+	}
+	r = start_watches(op.client, ns, resync);
+	if (r < 0)
+		log_error_errno(r, "Failed to start the watches");
+	else
+		work(&op);
+	/* Watch threads still hold op.client: leave it and the manifest to the process exit. */
+	leader_stop(op.leader);
+	log_info("pmem-csi-operator stopped");
 	return r < 0 ? 1 : 0;
 }
