@@ -298,12 +298,13 @@ static int start_watch(struct k8s_client *c, const char *path, bool is_cr, unsig
 /* The owned kinds: everything operator_render() produces (src/operator/manifest.c). */
 static int start_watches(struct k8s_client *c, const char *ns, unsigned resync_s)
 {
-	static const char *const namespaced[] = {
-		"/apis/apps/v1/namespaces/%s/daemonsets",
-		"/apis/apps/v1/namespaces/%s/deployments",
-		"/api/v1/namespaces/%s/serviceaccounts",
-		"/apis/rbac.authorization.k8s.io/v1/namespaces/%s/roles",
-		"/apis/rbac.authorization.k8s.io/v1/namespaces/%s/rolebindings",
+	/* Collections in the operator's namespace: "/apis/apps/v1/namespaces/" NS "/daemonsets". */
+	static const char *const namespaced[][2] = {
+		{ "/apis/apps/v1", "daemonsets" },
+		{ "/apis/apps/v1", "deployments" },
+		{ "/api/v1", "serviceaccounts" },
+		{ "/apis/rbac.authorization.k8s.io/v1", "roles" },
+		{ "/apis/rbac.authorization.k8s.io/v1", "rolebindings" },
 	};
 	static const char *const cluster[] = {
 		"/apis/rbac.authorization.k8s.io/v1/clusterroles",
@@ -318,13 +319,8 @@ static int start_watches(struct k8s_client *c, const char *ns, unsigned resync_s
 	if ((r = start_watch(c, OPERATOR_CRD_PATH, true, resync_s)) < 0)
 		return r;
 	for (size_t i = 0; i < ELEMENTSOF(namespaced); i++) {
-		_cleanup_free_ char *fmt = xasprintf("%s?%s", namespaced[i], OWNED_SELECTOR), *p = NULL;
-		if (!fmt)
-			return -ENOMEM;
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-		p = xasprintf(fmt, ens);
-#pragma GCC diagnostic pop
+		_cleanup_free_ char *p = xasprintf("%s/namespaces/%s/%s?%s", namespaced[i][0], ens, namespaced[i][1],
+						   OWNED_SELECTOR);
 		if (!p || (r = start_watch(c, p, false, resync_s)) < 0)
 			return p ? r : -ENOMEM;
 	}

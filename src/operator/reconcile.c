@@ -317,13 +317,23 @@ static const char *meta_string(const struct jv *obj, const char *key)
 	return jv_string(jv_object_get(jv_object_get(obj, "metadata"), key));
 }
 
-static bool owned_by(const struct jv *obj, const char *uid)
+/*
+ * Owned by this CR, or by an earlier PmemCSIDeployment of the same name (deleted and
+ * created again before the garbage collector got to the objects): the apply replaces
+ * the stale owner reference, and the collector then keeps the object.
+ */
+static bool owned_by(const struct jv *obj, const char *name, const char *uid)
 {
 	const struct jv *refs = jv_object_get(jv_object_get(obj, "metadata"), "ownerReferences");
 
-	for (size_t i = 0; i < jv_array_size(refs); i++)
-		if (uid && streq_ptr(jv_string(jv_object_get(jv_array_get(refs, i), "uid")), uid))
+	for (size_t i = 0; i < jv_array_size(refs); i++) {
+		const struct jv *ref = jv_array_get(refs, i);
+		if (uid && streq_ptr(jv_string(jv_object_get(ref, "uid")), uid))
 			return true;
+		if (streq_ptr(jv_string(jv_object_get(ref, "kind")), "PmemCSIDeployment") &&
+		    streq_ptr(jv_string(jv_object_get(ref, "name")), name))
+			return true;
+	}
 	return false;
 }
 
@@ -522,7 +532,7 @@ static int check(struct operator *op, const struct jv *cr, const struct jv *objs
 			*ret_reason = xasprintf("cannot read %s: %s", path, err ? err : strerror(-r));
 			return r;
 		}
-		if (!owned_by(live[i], uid)) {
+		if (!owned_by(live[i], name, uid)) {
 			*ret_reason = xasprintf("%s %s exists and is not owned by PmemCSIDeployment '%s': remove it "
 						"or the installation it belongs to",
 						jv_string(jv_object_get(o, "kind")), path, name);

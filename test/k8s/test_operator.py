@@ -230,6 +230,265 @@ def t_direct():
     kubectl("delete", "pmemcsideployment", CR)
 
 
+# --- leader election, watches on owned objects, events, bad CRs, 1.x takeover ----------
+# These start their own operators with -resync=300: whatever happens within seconds
+# is the work of the watches, not of a resync.
+LEASE = "pmem-csi-operator-lock"
+NODE_SEL = {"olife.example.org/pmem": "a"}
+replicas = {}
+
+
+def stop_operators():
+    """SIGTERM: the leader releases the lease on the way out."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+def start_replica(pod):
+    log = open(os.path.join(KDIR, "operator-%s.log" % pod), "w")
+    env = dict(os.environ, POD_NAME=pod)
+    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=300", "-v=4"],
+                         stdout=log, stderr=subprocess.STDOUT, env=env)
+    procs.append(p)
+    replicas[pod] = p
+    return p
+
+
+def holder():
+    lease = get("lease", LEASE, "-n", NS)
+    return ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
+
+
+def status():
+    return (get("pmemcsideployment", CR) or {}).get("status") or {}
+
+
+def events(reason=None, name=CR):
+    uid = (get("pmemcsideployment", name) or {}).get("metadata", {}).get("uid")
+    evs = (get("events", "-n", "default") or {}).get("items", [])
+    return [e for e in evs if e["involvedObject"].get("uid") == uid and (reason is None or e["reason"] == reason)]
+
+
+def node(name, labels):
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Node",
+                                                  "metadata": {"name": name, "labels": labels}}))
+
+
+def t_leader():
+    stop_operators()
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": NODE_SEL}))
+    start_replica("op-a")
+    start_replica("op-b")
+    first = wait("a leader", lambda: holder().startswith("op-") and holder(), timeout=30)
+    wait("status Running", lambda: status().get("phase") == "Running", timeout=60)
+    leader, other = ("op-a", "op-b") if first.startswith("op-a_") else ("op-b", "op-a")
+    time.sleep(3)
+    with open(os.path.join(KDIR, "operator-%s.log" % other)) as f:
+        assert "objects applied" not in f.read(), "the replica that is not the leader reconciled"
+    t0 = time.time()
+    replicas[leader].kill()  # SIGKILL: no release, the lease must expire (15 s)
+    new = wait("the other replica to take over", lambda: holder().startswith(other + "_") and holder(),
+               timeout=45)
+    took = time.time() - t0
+    print("# lease taken over by %s %.1f s after the leader was killed" % (new, took))
+    assert took >= 10, "taken over after %.1f s: before the lease expired" % took
+    start_replica(leader)  # two replicas again for what follows
+
+
+def t_stolen_lease():
+    """Losing the lease stops reconciling at once: a foreign holder, then a CR change."""
+    lease = get("lease", LEASE, "-n", NS)
+    lease["spec"]["holderIdentity"] = "intruder"
+    lease["spec"]["leaseDurationSeconds"] = 12
+    kubectl("replace", "-f", "-", input=json.dumps(lease))
+    time.sleep(4)  # > retry period: the leader has seen it
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 6}}))
+    time.sleep(4)
+    assert "-v=6" not in ds_args(), "reconciled without holding the lease"
+    wait("a replica to take the expired lease", lambda: holder().startswith("op-"), timeout=40)
+    wait("-v=6 after the takeover", lambda: "-v=6" in ds_args(), timeout=20)
+
+
+def t_repair():
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    uid = ds["metadata"]["uid"]
+    t0 = time.time()
+    kubectl("delete", "daemonset", "%s-node" % PREFIX, "-n", NS, "--wait=false")
+    wait("the DaemonSet back", lambda: (get("daemonset", "%s-node" % PREFIX, "-n", NS) or {})
+         .get("metadata", {}).get("uid") not in (None, uid), timeout=15)
+    print("# deleted DaemonSet back after %.1f s" % (time.time() - t0))
+    kubectl("set", "image", "deployment/%s-controller" % PREFIX, "-n", NS, "pmem-driver=example.org/other:1")
+    t0 = time.time()
+    wait("the controller image repaired", lambda: (get("deployment", "%s-controller" % PREFIX, "-n", NS) or {})
+         ["spec"]["template"]["spec"]["containers"][0]["image"] != "example.org/other:1", timeout=15)
+    print("# changed Deployment repaired after %.1f s" % (time.time() - t0))
+
+
+def t_status_follows():
+    node("olife-n1", dict(NODE_SEL))
+    t0 = time.time()
+    st = wait("Node NotReady 0 out of 1", lambda: [c for c in status().get("driverComponents", [])
+                                                  if c["component"] == "Node" and "0 out of 1" in c["reason"]],
+              timeout=30)
+    print("# node status followed the DaemonSet after %.1f s: %s" % (time.time() - t0, st[0]["reason"]))
+    assert st[0]["status"] == "NotReady", st
+
+
+def t_events_once():
+    for reason in ("NewDeployment", "Running"):
+        evs = events(reason)
+        assert len(evs) == 1, "%d %s events: %s" % (len(evs), reason, [e["message"] for e in evs])
+        assert evs[0]["source"]["component"] == "pmem-csi-operator", evs[0]
+    assert not events("Failed"), [e["message"] for e in events("Failed")]
+
+
+def no_objects(prefix):
+    for res in ("daemonsets", "deployments", "serviceaccounts", "roles.rbac.authorization.k8s.io"):
+        items = [i["metadata"]["name"] for i in (get(res, "-n", NS) or {}).get("items", [])
+                 if i["metadata"]["name"].startswith(prefix + "-")]
+        assert not items, "half-applied: %s %s" % (res, items)
+    for res in ("clusterroles", "clusterrolebindings"):
+        items = [i["metadata"]["name"] for i in (get(res) or {}).get("items", [])
+                 if i["metadata"]["name"].startswith(prefix + "-")]
+        assert not items, "half-applied: %s %s" % (res, items)
+
+
+def failed(name, field):
+    def f():
+        s = (get("pmemcsideployment", name) or {}).get("status") or {}
+        return s.get("phase") == "Failed" and field in s.get("reason", "") and s
+    return f
+
+
+def t_bad_overlap():
+    node("olife-n2", dict(NODE_SEL, **{"olife.example.org/other": "b"}))
+    second = "second.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": {"olife.example.org/other": "b"}}, name=second))
+    st = wait("the second CR Failed", failed(second, "spec.nodeSelector"), timeout=30)
+    assert "olife-n2" in st["reason"] and CR in st["reason"], st["reason"]
+    wait("a Failed event", lambda: events("Failed", name=second), timeout=10)
+    no_objects("second-example-org")
+    assert status().get("phase") == "Running", status()
+    kubectl("patch", "pmemcsideployment", second, "--type=merge", "-p",
+            json.dumps({"spec": {"nodeSelector": {"olife.example.org/other": "c"}}}))
+    wait("the fixed second CR Running", lambda: ((get("pmemcsideployment", second) or {}).get("status") or {})
+         .get("phase") == "Running", timeout=30)
+    kubectl("delete", "pmemcsideployment", second)
+
+
+def t_bad_image():
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"image": "Bad//Image:x"}}))
+    st = wait("Failed for spec.image", failed(CR, "spec.image"), timeout=30)
+    assert "Bad//Image:x" in st["reason"], st
+    wait("a Failed event", lambda: events("Failed"), timeout=10)
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    assert ds["spec"]["template"]["spec"]["containers"][0]["image"] != "Bad//Image:x", "half-applied"
+    kubectl("patch", "pmemcsideployment", CR, "--type=json", "-p", '[{"op":"remove","path":"/spec/image"}]')
+    wait("Running again", lambda: status().get("phase") == "Running", timeout=30)
+    assert len(events("Running")) == 2, "Running again is one more event"
+
+
+def pv(name):
+    return json.dumps({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+                       "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                                "csi": {"driver": CR, "volumeHandle": "pvc-olife-1"}}})
+
+
+def t_bad_mode_change():
+    kubectl("apply", "-f", "-", input=pv("olife-pv"))
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"deviceMode": "direct"}}))
+    st = wait("Failed for spec.deviceMode", failed(CR, "spec.deviceMode"), timeout=30)
+    assert "olife-pv" in st["reason"], st
+    assert "-deviceManager=lvm" in ds_args(), "half-applied: %s" % ds_args()
+    # No pv-protection controller runs here: drop its finalizer, or the delete never ends.
+    kubectl("delete", "pv", "olife-pv", "--wait=false")
+    kubectl("patch", "pv", "olife-pv", "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"deviceMode": "lvm"}}))
+    wait("Running again", lambda: status().get("phase") == "Running", timeout=30)
+    # Without volumes the change goes through: the workloads are recreated (selector carries the mode).
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"deviceMode": "direct"}}))
+    wait("-deviceManager=direct", lambda: "-deviceManager=direct" in ds_args(), timeout=30)
+    wait("Running in direct mode", lambda: status().get("phase") == "Running", timeout=30)
+
+
+def v1x_objects(uid, mode="lvm"):
+    """What intel/pmem-csi 1.x's operator created (controller_driver.go): names, labels, selectors."""
+    own = [{"apiVersion": "pmem-csi.intel.com/v1beta1", "kind": "PmemCSIDeployment", "name": CR, "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}]
+
+    def meta(name, ns=True, labels=None):
+        m = {"name": name, "ownerReferences": own}
+        if ns:
+            m["namespace"] = NS
+        if labels:
+            m["labels"] = labels
+        return m
+
+    def labels(name, comp):
+        return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "pmem-csi",
+                "app.kubernetes.io/component": comp, "app.kubernetes.io/instance": CR}
+
+    def workload(kind, name, comp, args):
+        sel = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": CR}
+        spec = {"selector": {"matchLabels": sel}, "template": {
+            "metadata": {"labels": dict(labels(name, comp), **{"pmem-csi.intel.com/webhook": "ignore"})},
+            "spec": {"serviceAccountName": PREFIX + "-controller", "containers": [
+                {"name": "pmem-driver", "image": "intel/pmem-csi-driver:v1.1.0", "args": args}]}}}
+        if kind == "Deployment":
+            spec["replicas"] = 1
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta("%s-%s" % (PREFIX, comp),
+                                                                          labels=labels(name, comp)), "spec": spec}
+
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(PREFIX + "-controller")},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": meta(PREFIX + "-csi-provisioner-role", ns=False),
+         "subjects": [{"kind": "ServiceAccount", "name": PREFIX + "-controller", "namespace": NS}],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": PREFIX + "-external-provisioner-runner"}},
+        {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": meta(CR, ns=False),
+         "spec": {"attachRequired": False, "podInfoOnMount": True, "storageCapacity": True,
+                  "volumeLifecycleModes": ["Persistent", "Ephemeral"]}},
+        workload("DaemonSet", "pmem-csi-node", "node", ["-v=3", "-mode=node", "-deviceManager=" + mode]),
+        workload("Deployment", "pmem-csi-controller", "controller", ["-v=3", "-mode=webhooks"]),
+    ]
+
+
+def t_takeover_1x():
+    stop_operators()
+    kubectl("delete", "pmemcsideployment", "--all")
+    wait("the objects gone", lambda: live({"kind": "DaemonSet", "metadata": {"name": "%s-node" % PREFIX,
+                                                                             "namespace": NS}}) is None, timeout=90)
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": NODE_SEL}))
+    uid = get("pmemcsideployment", CR)["metadata"]["uid"]
+    for o in v1x_objects(uid):
+        kubectl("create", "--field-manager=pmem-csi-operator-1x", "-f", "-", input=json.dumps(o))
+    ds_uid = get("daemonset", "%s-node" % PREFIX, "-n", NS)["metadata"]["uid"]
+    start_replica("op-c")
+    wait("status Running", lambda: status().get("phase") == "Running", timeout=60)
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    assert ds["metadata"]["uid"] == ds_uid, "the DaemonSet was recreated"
+    assert ds["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "pmem-csi-node",
+                                                     "app.kubernetes.io/instance": CR}, ds["spec"]["selector"]
+    c = ds["spec"]["template"]["spec"]["containers"]
+    want = [o for o in manifest() if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "%s-node" % PREFIX][0]
+    wc = want["spec"]["template"]["spec"]["containers"]
+    assert sorted(x["name"] for x in c) == sorted(x["name"] for x in wc), c
+    drv = [x for x in c if x["name"] == "pmem-driver"][0]
+    assert drv["args"] == [x for x in wc if x["name"] == "pmem-driver"][0]["args"], drv["args"]
+    managers = {(m["manager"], m["operation"]) for m in ds["metadata"]["managedFields"]}
+    assert ("pmem-csi-operator", "Apply") in managers, managers
+    assert not events("Failed"), [e["message"] for e in events("Failed")]
+    d = get("deployment", "%s-controller" % PREFIX, "-n", NS)
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] != "intel/pmem-csi-driver:v1.1.0", d
+
+
 def main():
     cm = os.environ.get("KUBE_CONTROLLER_MANAGER") or os.path.join(
         os.path.dirname(os.environ.get("KUBE_APISERVER", "/nonexistent")), "kube-controller-manager")
@@ -252,7 +511,24 @@ def main():
         test("deleting the CR removes the objects (garbage collector)", t_delete, skip=no_cm)
         test("a direct-mode CR's objects equal deploy/generated/pmem-csi-direct.yaml's", t_direct,
              skip=no_cm)
+        test("two replicas: one leader; the leader killed, the other takes over after the lease expires",
+             t_leader, skip=no_cm)
+        test("a foreign lease holder stops reconciling at once; the expired lease is taken back",
+             t_stolen_lease, skip=no_cm)
+        test("an owned DaemonSet deleted and a Deployment changed by hand are repaired within seconds",
+             t_repair, skip=no_cm)
+        test("the Node status follows the DaemonSet's status without a resync", t_status_follows, skip=no_cm)
+        test("events NewDeployment and Running recorded once", t_events_once, skip=no_cm)
+        test("a second CR selecting the same node: Failed + reason + event, nothing applied; fixed: Running",
+             t_bad_overlap, skip=no_cm)
+        test("an invalid image reference: Failed + reason + event, nothing applied; fixed: Running",
+             t_bad_image, skip=no_cm)
+        test("deviceMode change with a PersistentVolume of the driver: Failed, nothing applied; without: done",
+             t_bad_mode_change, skip=no_cm)
+        test("objects of the 1.x operator (other field manager, 1.x selectors) taken over in place",
+             t_takeover_1x, skip=no_cm)
     finally:
+        kubectl("delete", "node", "olife-n1", "olife-n2", "--ignore-not-found", check=False)
         for p in procs:
             p.terminate()
             try:
