@@ -28,6 +28,7 @@ CR = "pmem-csi.intel.com"
 PREFIX = "pmem-csi-intel-com"
 results = [0, 0, 0]
 procs = []
+operators = []  # the operator processes of procs
 
 
 def kubectl(*args, input=None, check=True):
@@ -161,6 +162,7 @@ def start_operator():
     p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=5", "-v=4"],
                          stdout=log, stderr=subprocess.STDOUT)
     procs.append(p)
+    operators.append(p)
     return p
 
 
@@ -240,7 +242,7 @@ replicas = {}
 
 def stop_operators():
     """SIGTERM: the leader releases the lease on the way out."""
-    for p in procs:
+    for p in operators:
         if p.poll() is None:
             p.terminate()
             try:
@@ -256,6 +258,7 @@ def start_replica(pod):
     p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=300", "-v=4"],
                          stdout=log, stderr=subprocess.STDOUT, env=env)
     procs.append(p)
+    operators.append(p)
     replicas[pod] = p
     return p
 
@@ -278,6 +281,9 @@ def events(reason=None, name=CR):
 def node(name, labels):
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Node",
                                                   "metadata": {"name": name, "labels": labels}}))
+    # The API server taints a new node not-ready (NoSchedule), which DaemonSets do not
+    # tolerate; no node lifecycle controller runs here to take it away again.
+    kubectl("taint", "node", name, "node.kubernetes.io/not-ready:NoSchedule-", check=False)
 
 
 def t_leader():
@@ -303,10 +309,14 @@ def t_leader():
 
 def t_stolen_lease():
     """Losing the lease stops reconciling at once: a foreign holder, then a CR change."""
-    lease = get("lease", LEASE, "-n", NS)
-    lease["spec"]["holderIdentity"] = "intruder"
-    lease["spec"]["leaseDurationSeconds"] = 12
-    kubectl("replace", "-f", "-", input=json.dumps(lease))
+    for attempt in range(10):  # the leader renews every 2 s: a conflict means "read again"
+        lease = get("lease", LEASE, "-n", NS)
+        lease["spec"]["holderIdentity"] = "intruder"
+        lease["spec"]["leaseDurationSeconds"] = 12
+        p = kubectl("replace", "-f", "-", input=json.dumps(lease), check=False)
+        if p.returncode == 0:
+            break
+        assert "Conflict" in p.stderr and attempt < 9, p.stderr
     time.sleep(4)  # > retry period: the leader has seen it
     kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 6}}))
     time.sleep(4)
@@ -463,8 +473,13 @@ def v1x_objects(uid, mode="lvm"):
 def t_takeover_1x():
     stop_operators()
     kubectl("delete", "pmemcsideployment", "--all")
-    wait("the objects gone", lambda: live({"kind": "DaemonSet", "metadata": {"name": "%s-node" % PREFIX,
-                                                                             "namespace": NS}}) is None, timeout=90)
+    try:
+        wait("the objects gone", lambda: live({"kind": "DaemonSet", "metadata": {"name": "%s-node" % PREFIX,
+                                                                                 "namespace": NS}}) is None,
+             timeout=90)
+    except AssertionError:
+        print(json.dumps(get("daemonset", "%s-node" % PREFIX, "-n", NS)["metadata"], indent=1))
+        raise
     kubectl("apply", "-f", "-", input=cr({"nodeSelector": NODE_SEL}))
     uid = get("pmemcsideployment", CR)["metadata"]["uid"]
     for o in v1x_objects(uid):
@@ -482,7 +497,9 @@ def t_takeover_1x():
     assert sorted(x["name"] for x in c) == sorted(x["name"] for x in wc), c
     drv = [x for x in c if x["name"] == "pmem-driver"][0]
     assert drv["args"] == [x for x in wc if x["name"] == "pmem-driver"][0]["args"], drv["args"]
-    managers = {(m["manager"], m["operation"]) for m in ds["metadata"]["managedFields"]}
+    mf = json.loads(kubectl("get", "daemonset", "%s-node" % PREFIX, "-n", NS, "-o", "json",
+                            "--show-managed-fields"))["metadata"]["managedFields"]
+    managers = {(m["manager"], m["operation"]) for m in mf}
     assert ("pmem-csi-operator", "Apply") in managers, managers
     assert not events("Failed"), [e["message"] for e in events("Failed")]
     d = get("deployment", "%s-controller" % PREFIX, "-n", NS)
