@@ -70,6 +70,11 @@ if [ -x $PY ] && $PY -c 'import yaml' 2>/dev/null; then
     if [ $rc != 0 ]; then
         result fail "check_manifests.py ran to the end" "status $rc"
     fi
+    # The OLM bundle (deploy/olm): generated from deploy/operator and deploy/crd.
+    $PY test/deploy/check_olm.py "$REPO" >"$TMP/olm" 2>&1
+    cat "$TMP/olm"
+    PASSED=$((PASSED + $(grep -c '^ok - ' "$TMP/olm")))
+    FAILED=$((FAILED + $(grep -c '^FAIL - ' "$TMP/olm")))
 else
     result skip "YAML parsing and content checks" "needs $PY with python3-yaml (apt-get install python3-yaml)"
 fi
