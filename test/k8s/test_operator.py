@@ -483,7 +483,9 @@ def t_takeover_1x():
     kubectl("apply", "-f", "-", input=cr({"nodeSelector": NODE_SEL}))
     uid = get("pmemcsideployment", CR)["metadata"]["uid"]
     for o in v1x_objects(uid):
-        kubectl("create", "--field-manager=pmem-csi-operator-1x", "-f", "-", input=json.dumps(o))
+        # 1.x (controller-runtime, no explicit field manager): the API server names the
+        # manager after the user agent, pmem-csi-operator, with operation Update.
+        kubectl("create", "--field-manager=pmem-csi-operator", "-f", "-", input=json.dumps(o))
     ds_uid = get("daemonset", "%s-node" % PREFIX, "-n", NS)["metadata"]["uid"]
     start_replica("op-c")
     wait("status Running", lambda: status().get("phase") == "Running", timeout=60)
