@@ -350,6 +350,35 @@ static const struct jv *cr_node_selector(const struct jv *cr, struct jv **def)
 	return *def;
 }
 
+static int append_requirement(const char *key, const struct jv *val, void *ud)
+{
+	struct strbuf *b = ud;
+
+	if (strbuf_len(b) > 0)
+		strbuf_append_char(b, ',');
+	strbuf_appendf(b, "%s=%s", key, jv_string(val) ?: "");
+	return 0;
+}
+
+/* The nodes that selector selects, asked of the API server (not all nodes of a big cluster). */
+static int list_selected_nodes(struct operator *op, const struct jv *selector, struct jv **ret, char **ret_err)
+{
+	struct strbuf b = STRBUF_INIT;
+	_cleanup_free_ char *sel = NULL, *esc = NULL, *path = NULL;
+
+	(void)jv_object_iter(selector, append_requirement, &b);
+	if (strbuf_failed(&b)) {
+		strbuf_free(&b);
+		return -ENOMEM;
+	}
+	sel = strbuf_steal(&b);
+	esc = k8s_path_escape(sel ? sel : "");
+	path = esc ? xasprintf("/api/v1/nodes?labelSelector=%s", esc) : NULL;
+	if (!path)
+		return -ENOMEM;
+	return k8s_get(op->client, path, ret, ret_err);
+}
+
 /*
  * One driver installation per node: the node selector may not select a node that an
  * older PmemCSIDeployment (created earlier; same second: smaller name) selects, nor
@@ -393,7 +422,7 @@ static int check_overlap(struct operator *op, const struct jv *cr, char **ret_re
 		if (!nodes) {
 			free(err);
 			err = NULL;
-			r = k8s_get(op->client, "/api/v1/nodes", &nodes, &err);
+			r = list_selected_nodes(op, mine, &nodes, &err);
 			if (r < 0) {
 				*ret_reason = xasprintf("cannot list nodes: %s", err ? err : strerror(-r));
 				return r;
@@ -402,6 +431,7 @@ static int check_overlap(struct operator *op, const struct jv *cr, char **ret_re
 		nitems = jv_object_get(nodes, "items");
 		for (size_t k = 0; k < jv_array_size(nitems); k++) {
 			const struct jv *labels = jv_object_get(jv_object_get(jv_array_get(nitems, k), "metadata"), "labels");
+			/* The API server applied our selector; theirs is checked here. */
 			if (operator_selector_matches(mine, labels) && operator_selector_matches(theirs, labels)) {
 				*ret_reason = xasprintf("spec.nodeSelector: node '%s' is also selected by "
 							"PmemCSIDeployment '%s'; one PMEM-CSI driver per node",
