@@ -12,6 +12,8 @@
  *   in the operator's namespace or cluster-scoped) queues the owning CR of an object
  *   that was changed or deleted, so a hand-made change is repaired at once and the
  *   status follows the DaemonSet's and Deployment's status as it changes.
+ *   A workload event that changed nothing but the status (same generation, labels,
+ *   annotations and owners as last seen) only refreshes the CR's status.
  * - Watches run on every replica (cheap); the worker drops work while not leading and
  *   queues everything when it becomes the leader.
  */
@@ -47,64 +49,106 @@
 
 static volatile sig_atomic_t stop;
 
-/* ---- work queue: CR names, deduplicated, plus "everything" ---- */
+/* ---- work queue: CR names (full reconcile, or status only), deduplicated, plus "everything" ---- */
+
+enum work {
+	WORK_NONE,
+	WORK_ALL,    /* list and reconcile every CR */
+	WORK_FULL,   /* reconcile one CR */
+	WORK_STATUS, /* refresh the status of one CR */
+};
+
+struct name_set {
+	char *names[QUEUE_MAX];
+	size_t n;
+};
 
 static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	char *names[QUEUE_MAX];
-	size_t n;
+	struct name_set full, status;
 	bool all;
 } queue = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
-static void queue_push(const char *name)
+static bool set_has(const struct name_set *s, const char *name)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (streq_ptr(s->names[i], name))
+			return true;
+	return false;
+}
+
+/* false when full or out of memory */
+static bool set_add(struct name_set *s, const char *name)
+{
+	char *copy;
+
+	if (set_has(s, name))
+		return true;
+	if (s->n >= QUEUE_MAX || !(copy = strdup(name)))
+		return false;
+	s->names[s->n++] = copy;
+	return true;
+}
+
+static char *set_take_first(struct name_set *s)
+{
+	char *n = s->names[0];
+
+	memmove(s->names, s->names + 1, (s->n - 1) * sizeof(s->names[0]));
+	s->n--;
+	return n;
+}
+
+static void set_clear(struct name_set *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->names[i]);
+	s->n = 0;
+}
+
+/* name NULL: everything. status_only: the CR's workloads changed their status only. */
+static void queue_push(const char *name, bool status_only)
 {
 	pthread_mutex_lock(&queue.lock);
 	if (!name)
 		queue.all = true;
-	else {
-		bool found = false;
-		for (size_t i = 0; i < queue.n && !found; i++)
-			found = streq_ptr(queue.names[i], name);
-		if (!found) {
-			char *copy = queue.n < QUEUE_MAX ? strdup(name) : NULL;
-			if (copy)
-				queue.names[queue.n++] = copy;
-			else
-				queue.all = true; /* full or out of memory: a full pass covers it */
-		}
-	}
+	else if (status_only) {
+		if (!set_has(&queue.full, name) && !set_add(&queue.status, name))
+			queue.all = true; /* full or out of memory: a full pass covers it */
+	} else if (!set_add(&queue.full, name))
+		queue.all = true;
 	pthread_cond_signal(&queue.cond);
 	pthread_mutex_unlock(&queue.lock);
 }
 
-/* Wait up to 1 s for work: 1 and *ret_name (NULL: everything), 0 when idle. */
-static int queue_pop(char **ret_name)
+/* Wait up to 1 s for work; *ret_name for WORK_FULL and WORK_STATUS (caller frees). */
+static enum work queue_pop(char **ret_name)
 {
 	struct timespec until;
-	int r = 0;
+	enum work w = WORK_NONE;
 
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 1;
 	pthread_mutex_lock(&queue.lock);
-	while (!queue.all && queue.n == 0 && !stop)
+	while (!queue.all && queue.full.n == 0 && queue.status.n == 0 && !stop)
 		if (pthread_cond_timedwait(&queue.cond, &queue.lock, &until) == ETIMEDOUT)
 			break;
+	*ret_name = NULL;
 	if (queue.all) {
 		queue.all = false;
-		for (size_t i = 0; i < queue.n; i++)
-			free(queue.names[i]);
-		queue.n = 0;
-		*ret_name = NULL;
-		r = 1;
-	} else if (queue.n > 0) {
-		*ret_name = queue.names[0];
-		memmove(queue.names, queue.names + 1, (queue.n - 1) * sizeof(queue.names[0]));
-		queue.n--;
-		r = 1;
+		set_clear(&queue.full);
+		set_clear(&queue.status);
+		w = WORK_ALL;
+	} else if (queue.full.n > 0) {
+		*ret_name = set_take_first(&queue.full);
+		w = WORK_FULL;
+	} else if (queue.status.n > 0) {
+		*ret_name = set_take_first(&queue.status);
+		w = WORK_STATUS;
 	}
 	pthread_mutex_unlock(&queue.lock);
-	return r;
+	return w;
 }
 
 /* ---- watches ---- */
@@ -116,12 +160,20 @@ static struct seen {
 	int64_t generation;
 } seen[SEEN_MAX];
 
+#define PRINTS_MAX 64
+
 struct watcher {
 	struct k8s_client *client;
 	char *path; /* collection path, maybe with ?labelSelector= */
 	bool is_cr;
+	bool workloads; /* DaemonSets or Deployments: they have a status of their own */
 	unsigned resync_s;
 	char *rv;
+	/* Workloads: uid -> fingerprint of everything but the status (see fingerprint()). */
+	struct {
+		char *uid;
+		char *print;
+	} prints[PRINTS_MAX];
 };
 
 static void on_signal(int sig)
@@ -174,8 +226,53 @@ static void set_rv(struct watcher *w, const struct jv *obj)
 	w->rv = n;
 }
 
+/*
+ * What a change to a workload can touch besides its status: its spec (generation),
+ * labels, annotations and owners. Equal fingerprints: only the status changed.
+ */
+static char *fingerprint(const struct jv *obj)
+{
+	const struct jv *meta = jv_object_get(obj, "metadata");
+	_cleanup_free_ char *l = jv_dump(jv_object_get(meta, "labels")), *a = jv_dump(jv_object_get(meta, "annotations")),
+			    *o = jv_dump(jv_object_get(meta, "ownerReferences"));
+
+	return xasprintf("%lld|%s|%s|%s|%s", (long long)jv_integer(jv_object_get(meta, "generation")), l ? l : "",
+			 a ? a : "", o ? o : "", jv_string(jv_object_get(meta, "deletionTimestamp")) ?: "");
+}
+
+/* Remember obj's fingerprint (forget it when deleted); true when it is the one seen before. */
+static bool same_print(struct watcher *w, const struct jv *obj, bool deleted)
+{
+	const char *uid = jv_string(jv_object_get(jv_object_get(obj, "metadata"), "uid"));
+	_cleanup_free_ char *print = deleted ? NULL : fingerprint(obj);
+	size_t free_slot = PRINTS_MAX;
+
+	if (!uid)
+		return false;
+	for (size_t i = 0; i < PRINTS_MAX; i++) {
+		if (!w->prints[i].uid) {
+			if (free_slot == PRINTS_MAX)
+				free_slot = i;
+			continue;
+		}
+		if (!streq_ptr(w->prints[i].uid, uid))
+			continue;
+		bool same = print && streq_ptr(w->prints[i].print, print);
+		free(w->prints[i].print);
+		w->prints[i].print = TAKE_PTR(print);
+		if (deleted) {
+			free(w->prints[i].uid);
+			w->prints[i].uid = NULL;
+		}
+		return same;
+	}
+	if (!deleted && print && free_slot < PRINTS_MAX && (w->prints[free_slot].uid = strdup(uid)))
+		w->prints[free_slot].print = TAKE_PTR(print);
+	return false;
+}
+
 /* Queue the PmemCSIDeployment that controls obj, if any. */
-static void queue_owner(const char *type, const struct jv *obj)
+static void queue_owner(const char *type, const struct jv *obj, bool status_only)
 {
 	const struct jv *meta = jv_object_get(obj, "metadata");
 	const struct jv *refs = jv_object_get(meta, "ownerReferences");
@@ -184,9 +281,10 @@ static void queue_owner(const char *type, const struct jv *obj)
 		const struct jv *ref = jv_array_get(refs, i);
 		if (!streq_ptr(jv_string(jv_object_get(ref, "kind")), "PmemCSIDeployment"))
 			continue;
-		log_v(5, "%s %s %s: queueing PmemCSIDeployment '%s'", type, jv_string(jv_object_get(obj, "kind")) ?: "",
-		      jv_string(jv_object_get(meta, "name")) ?: "", jv_string(jv_object_get(ref, "name")) ?: "");
-		queue_push(jv_string(jv_object_get(ref, "name")));
+		log_v(5, "%s %s %s: queueing PmemCSIDeployment '%s'%s", type,
+		      jv_string(jv_object_get(obj, "kind")) ?: "", jv_string(jv_object_get(meta, "name")) ?: "",
+		      jv_string(jv_object_get(ref, "name")) ?: "", status_only ? " (status)" : "");
+		queue_push(jv_string(jv_object_get(ref, "name")), status_only);
 	}
 }
 
@@ -207,15 +305,26 @@ static int on_event(const char *type, const struct jv *obj, void *ud)
 		return 0;
 	if (w->is_cr) {
 		if ((streq_ptr(type, "ADDED") || streq_ptr(type, "MODIFIED")) && is_new(obj))
-			queue_push(jv_string(jv_object_get(jv_object_get(obj, "metadata"), "name")));
+			queue_push(jv_string(jv_object_get(jv_object_get(obj, "metadata"), "name")), false);
 		else if (streq_ptr(type, "DELETED"))
-			queue_push(NULL); /* a younger CR that overlapped this one may deploy now */
+			queue_push(NULL, false); /* a younger CR that overlapped this one may deploy now */
 		/* The garbage collector removes what the deleted CR owned. */
 		return 0;
 	}
-	/* Owned objects: ADDED is our own creation (or a list replay); changes and deletions are repaired. */
-	if (streq_ptr(type, "MODIFIED") || streq_ptr(type, "DELETED"))
-		queue_owner(type, obj);
+	/*
+	 * Owned objects: ADDED is our own creation (or a list replay); changes and deletions
+	 * are repaired. A workload change that touched only its status refreshes the status.
+	 */
+	if (streq_ptr(type, "ADDED")) {
+		if (w->workloads)
+			(void)same_print(w, obj, false);
+	} else if (streq_ptr(type, "MODIFIED"))
+		queue_owner(type, obj, w->workloads && same_print(w, obj, false));
+	else if (streq_ptr(type, "DELETED")) {
+		if (w->workloads)
+			(void)same_print(w, obj, true);
+		queue_owner(type, obj, false);
+	}
 	return 0;
 }
 
@@ -229,12 +338,15 @@ static int relist(struct watcher *w, char **ret_err)
 	if (r < 0)
 		return r;
 	set_rv(w, list);
-	if (!w->is_cr)
-		return 0;
 	items = jv_object_get(list, "items");
+	if (!w->is_cr) {
+		for (size_t i = 0; i < jv_array_size(items) && w->workloads; i++)
+			(void)same_print(w, jv_array_get(items, i), false);
+		return 0;
+	}
 	for (size_t i = 0; i < jv_array_size(items); i++)
 		(void)is_new(jv_array_get(items, i));
-	queue_push(NULL); /* the periodic resync: everything once */
+	queue_push(NULL, false); /* the periodic resync: everything once */
 	return 0;
 }
 
@@ -271,7 +383,7 @@ static void *watch_thread(void *ud)
 	return NULL;
 }
 
-static int start_watch(struct k8s_client *c, const char *path, bool is_cr, unsigned resync_s)
+static int start_watch(struct k8s_client *c, const char *path, bool is_cr, bool workloads, unsigned resync_s)
 {
 	struct watcher *w = calloc(1, sizeof(*w));
 	pthread_t t;
@@ -279,7 +391,8 @@ static int start_watch(struct k8s_client *c, const char *path, bool is_cr, unsig
 
 	if (!w)
 		return -ENOMEM;
-	*w = (struct watcher){ .client = c, .path = strdup(path), .is_cr = is_cr, .resync_s = resync_s };
+	*w = (struct watcher){ .client = c, .path = strdup(path), .is_cr = is_cr, .workloads = workloads,
+			       .resync_s = resync_s };
 	if (!w->path) {
 		free(w);
 		return -ENOMEM;
@@ -316,17 +429,18 @@ static int start_watches(struct k8s_client *c, const char *ns, unsigned resync_s
 
 	if (!ens)
 		return -ENOMEM;
-	if ((r = start_watch(c, OPERATOR_CRD_PATH, true, resync_s)) < 0)
+	if ((r = start_watch(c, OPERATOR_CRD_PATH, true, false, resync_s)) < 0)
 		return r;
 	for (size_t i = 0; i < ELEMENTSOF(namespaced); i++) {
 		_cleanup_free_ char *p = xasprintf("%s/namespaces/%s/%s?%s", namespaced[i][0], ens, namespaced[i][1],
 						   OWNED_SELECTOR);
-		if (!p || (r = start_watch(c, p, false, resync_s)) < 0)
+		bool workloads = streq_ptr(namespaced[i][1], "daemonsets") || streq_ptr(namespaced[i][1], "deployments");
+		if (!p || (r = start_watch(c, p, false, workloads, resync_s)) < 0)
 			return p ? r : -ENOMEM;
 	}
 	for (size_t i = 0; i < ELEMENTSOF(cluster); i++) {
 		_cleanup_free_ char *p = xasprintf("%s?%s", cluster[i], OWNED_SELECTOR);
-		if (!p || (r = start_watch(c, p, false, resync_s)) < 0)
+		if (!p || (r = start_watch(c, p, false, false, resync_s)) < 0)
 			return p ? r : -ENOMEM;
 	}
 	return 0;
@@ -338,10 +452,10 @@ static void on_leader_change(bool leading, void *ud)
 {
 	(void)ud;
 	if (leading)
-		queue_push(NULL); /* a new leader reconciles everything once */
+		queue_push(NULL, false); /* a new leader reconciles everything once */
 }
 
-static void reconcile_one(struct operator *op, const char *name)
+static void reconcile_one(struct operator *op, const char *name, bool status_only)
 {
 	_cleanup_(jv_unrefp) struct jv *cr = NULL;
 	_cleanup_free_ char *en = k8s_path_escape(name), *path = NULL, *err = NULL;
@@ -357,7 +471,10 @@ static void reconcile_one(struct operator *op, const char *name)
 		log_warning_errno(r, "Cannot read PmemCSIDeployment '%s': %s", name, err ? err : "");
 		return;
 	}
-	(void)operator_reconcile(op, cr);
+	if (status_only)
+		(void)operator_refresh_status(op, cr);
+	else
+		(void)operator_reconcile(op, cr);
 }
 
 static void reconcile_all(struct operator *op)
@@ -381,17 +498,18 @@ static void work(struct operator *op)
 {
 	while (!stop) {
 		char *name = NULL;
+		enum work w = queue_pop(&name);
 
-		if (queue_pop(&name) == 0)
+		if (w == WORK_NONE)
 			continue;
 		if (!leader_is_leading(op->leader)) {
 			free(name); /* becoming the leader queues everything */
 			continue;
 		}
-		if (name)
-			reconcile_one(op, name);
-		else
+		if (w == WORK_ALL)
 			reconcile_all(op);
+		else
+			reconcile_one(op, name, w == WORK_STATUS);
 		free(name);
 	}
 }

@@ -611,6 +611,31 @@ static int prepare_workload(struct operator *op, struct jv *o, const struct jv *
 	return 0;
 }
 
+int operator_refresh_status(struct operator *op, const struct jv *cr)
+{
+	const char *name = meta_string(cr, "name");
+	const char *phase = jv_string(jv_object_get(jv_object_get(cr, "status"), "phase"));
+	_cleanup_free_ char *prefix = NULL;
+
+	if (!name)
+		return -EINVAL;
+	if (meta_string(cr, "deletionTimestamp"))
+		return 0;
+	if (!leader_is_leading(op->leader))
+		return -ECANCELED;
+	/* Only a Running CR has component status; anything else gets the whole reconcile. */
+	if (!streq_ptr(phase, "Running"))
+		return operator_reconcile(op, cr);
+	prefix = strdup(name);
+	if (!prefix)
+		return -ENOMEM;
+	for (char *p = prefix; *p; p++)
+		if (*p == '.')
+			*p = '-';
+	log_v(4, "PmemCSIDeployment '%s': refreshing the component status", name);
+	return write_status(op, name, prefix, 0, RUNNING_REASON);
+}
+
 static void emit(struct operator *op, const struct jv *cr, const char *type, const char *reason, const char *msg)
 {
 	if (leader_is_leading(op->leader))

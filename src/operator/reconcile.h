@@ -31,6 +31,14 @@ struct operator {
  */
 int operator_reconcile(struct operator *op, const struct jv *cr);
 
+/**
+ * operator_refresh_status() - only rewrite the status of a Running CR from its
+ * workloads' status (3 requests instead of a whole reconcile): for events that
+ * changed nothing but a DaemonSet's or Deployment's status. A CR that is not
+ * Running is reconciled.
+ */
+int operator_refresh_status(struct operator *op, const struct jv *cr);
+
 /** operator_name_valid() - name is a CSI driver name: a DNS subdomain of at most 63 characters. */
 bool operator_name_valid(const char *name);
 
