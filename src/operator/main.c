@@ -110,14 +110,17 @@ static void set_clear(struct name_set *s)
 /* name NULL: everything. status_only: the CR's workloads changed their status only. */
 static void queue_push(const char *name, bool status_only)
 {
+	bool queued;
+
 	pthread_mutex_lock(&queue.lock);
 	if (!name)
-		queue.all = true;
-	else if (status_only) {
-		if (!set_has(&queue.full, name) && !set_add(&queue.status, name))
-			queue.all = true; /* full or out of memory: a full pass covers it */
-	} else if (!set_add(&queue.full, name))
-		queue.all = true;
+		queued = false;
+	else if (status_only)
+		queued = set_has(&queue.full, name) || set_add(&queue.status, name);
+	else
+		queued = set_add(&queue.full, name);
+	if (!queued)
+		queue.all = true; /* everything, or the set is full or out of memory: a full pass covers it */
 	pthread_cond_signal(&queue.cond);
 	pthread_mutex_unlock(&queue.lock);
 }
