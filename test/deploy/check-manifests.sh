@@ -7,6 +7,8 @@
 #   - every YAML file parses, and the content checks of check_manifests.py
 #     (objects, arguments, mounts, probes, RBAC, examples, scrape config), with
 #     /usr/bin/python3 and python3-yaml (reported as skipped without them);
+#   - deploy/monitoring (check_monitoring.py: the dashboard's JSON, the alert
+#     rules, every metric name in them, promtool check rules);
 # and, when KUBECONFIG is set, `kubectl apply --dry-run=server` of the
 # generated manifests and the examples against that cluster (scripts/test.sh
 # runs them in test/k8s/run-k8s-tests.sh against its own API server, and sets
@@ -69,6 +71,16 @@ if [ -x $PY ] && $PY -c 'import yaml' 2>/dev/null; then
     SKIPPED=$((SKIPPED + $(grep -c '^SKIP - ' "$TMP/py")))
     if [ $rc != 0 ]; then
         result fail "check_manifests.py ran to the end" "status $rc"
+    fi
+    # deploy/monitoring: dashboard and alert rules (JSON, YAML, metric names, promtool).
+    $PY test/deploy/check_monitoring.py >"$TMP/mon" 2>&1
+    rc=$?
+    cat "$TMP/mon"
+    PASSED=$((PASSED + $(grep -c '^ok - ' "$TMP/mon")))
+    FAILED=$((FAILED + $(grep -c '^FAIL - ' "$TMP/mon")))
+    SKIPPED=$((SKIPPED + $(grep -c '^SKIP - ' "$TMP/mon")))
+    if [ $rc != 0 ] && ! grep -q '^FAIL - ' "$TMP/mon"; then
+        result fail "check_monitoring.py ran to the end" "status $rc"
     fi
 else
     result skip "YAML parsing and content checks" "needs $PY with python3-yaml (apt-get install python3-yaml)"
