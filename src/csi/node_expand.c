@@ -175,6 +175,13 @@ int csi_node_expand_volume(struct csi_call *c, void *ud, const ProtobufCMessage 
 	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
 	if (!req->volume_path || !*req->volume_path)
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_path is missing");
+	/* As in NodeGetVolumeStats: a relative volume_path cannot name a mount of
+	 * ours, the volume is not there (csi-sanity sends "some/path" and wants
+	 * NOT_FOUND); other malformed paths are INVALID_ARGUMENT. */
+	if (req->volume_path[0] != '/')
+		return csi_fail(c, CSI_CODE_NOT_FOUND,
+				"volume_path \"%.256s\" is not an absolute path: volume %s is not there",
+				req->volume_path, req->volume_id);
 	if (node_path_get(c, "volume_path", req->volume_path, &path) < 0)
 		return -1;
 	/* Optional; checked when given. */
