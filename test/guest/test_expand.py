@@ -332,3 +332,26 @@ class ExpandDirect(ExpandBase):
     def test_field_errors(self):
         vid = self.volume("errors", 16 * MiB)
         self.check_field_errors(vid)
+
+    def test_zz_direct_volume_in_lvm_mode(self):
+        """A volume made in direct mode, served by an LVM-mode driver after a switch: the
+        driver offers expansion, but that namespace cannot grow: FAILED_PRECONDITION."""
+        vid = self.volume("switch", 64 * MiB)
+        size0 = blockdev_size(device_of(self, vid))
+        d = type(self).driver
+        d.stop()
+        saved = d.extra_args
+        try:
+            d.extra_args = [a for a in saved if not a.startswith("-deviceManager")] + \
+                ["-deviceManager=lvm", "-pmemPercentage=0"]
+            d.start()
+            ctl, node, plugin = self.capabilities()
+            self.assertIn(CtlRPC.EXPAND_VOLUME, ctl, "LVM mode after the switch: no EXPAND_VOLUME")
+            self.cexpand(vid, 128 * MiB, code=C.FAILED_PRECONDITION, contains="direct",
+                         what="ControllerExpandVolume of a direct-mode volume in LVM mode")
+            d.stop()
+        finally:
+            d.extra_args = saved
+            if not d.alive():
+                d.start()
+        self.assertEqual(blockdev_size(device_of(self, vid)), size0, "the namespace changed")
