@@ -92,14 +92,18 @@ if [ -n "${KUBECONFIG:-}" ]; then
     # are expected then and ignored.
     ns_exists=1
     kubectl get namespace pmem-csi >/dev/null 2>&1 || ns_exists=0
-    for f in deploy/generated/*.yaml deploy/examples/*.yaml; do
+    # The opt-in resizer (not in deploy/generated): its example overlay.
+    kubectl kustomize deploy/kustomize/examples/single-node-resizer >"$TMP/single-node-resizer.yaml" 2>/dev/null
+    for f in deploy/generated/*.yaml deploy/examples/*.yaml "$TMP/single-node-resizer.yaml"; do
         out=$(kubectl apply --dry-run=server -f "$f" 2>&1)
         rc=$?
         errors=$(grep -iE 'error|invalid|forbidden' <<<"$out" | grep -v 'namespaces "pmem-csi" not found' || true)
+        shown=$f
+        case $f in "$TMP"/*) shown="<(kubectl kustomize deploy/kustomize/examples/$(basename "$f" .yaml))" ;; esac
         if [ $rc = 0 ] || { [ $ns_exists = 0 ] && [ -z "$errors" ]; }; then
-            result ok "kubectl apply --dry-run=server -f $f"
+            result ok "kubectl apply --dry-run=server -f $shown"
         else
-            result fail "kubectl apply --dry-run=server -f $f"
+            result fail "kubectl apply --dry-run=server -f $shown"
             echo "$out" | tail -20 | sed 's/^/    /'
         fi
     done
