@@ -233,7 +233,7 @@ def expansion(klass):
     node = kget("pod", "grower", "-n", NS)["spec"]["nodeName"]
 
     def df_bytes():
-        out = kubectl("exec", "-n", NS, "grower", "--", "df", "-k", "/data")
+        out = kubectl("exec", "-n", NS, "grower", "--", "df", "-P", "-k", "/data")  # -P: one line per filesystem
         return int(out.strip().splitlines()[-1].split()[1]) * 1024
 
     before = df_bytes()
