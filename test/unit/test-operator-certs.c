@@ -16,6 +16,7 @@
 
 #include "basic/strbuf.h"
 #include "json/json.h"
+#include "operator-certs-1x.h"
 #include "operator/certs.h"
 #include "test.h"
 
@@ -138,6 +139,19 @@ TEST(wrong_names_and_roles)
 	expect(c, "spec.registryCert: the certificate is not issued for \"pmem-registry\"");
 	/* A leaf certificate as the CA. */
 	expect(with(&a, 0, a.registry_cert), "spec.caCert: not a CA certificate");
+}
+
+TEST(set_made_the_1x_way_verifies)
+{
+	struct operator_certs c = { (char *)x1_ca_cert, (char *)x1_registry_cert, (char *)x1_registry_key,
+				    (char *)x1_nc_cert, (char *)x1_nc_key };
+	char *err = NULL;
+
+	/* Secrets the 1.x operator left behind are reused, not replaced. */
+	CHECK_INT(operator_certs_verify(&c, time(NULL), &err), 0);
+	if (err)
+		fprintf(stderr, "  %s\n", err);
+	free(err);
 }
 
 TEST(garbage_pem)
