@@ -285,21 +285,19 @@ static bool allows_purpose(gnutls_x509_crt_t crt, const char *purpose)
 {
 	bool any = false;
 
-	for (unsigned i = 0;; i++) {
+	/* A certificate with more purposes than this is not one we were meant to get. */
+	for (unsigned i = 0; i < 64; i++) {
 		char oid[128];
 		size_t len = sizeof(oid);
 		int g = gnutls_x509_crt_get_key_purpose_oid(crt, i, oid, &len, NULL);
 
 		if (g == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
 			return !any;
-		if (g < 0)
-			continue;
 		any = true;
-		if (streq_ptr(oid, purpose) || streq_ptr(oid, GNUTLS_KP_ANY))
+		if (g >= 0 && (streq_ptr(oid, purpose) || streq_ptr(oid, GNUTLS_KP_ANY)))
 			return true;
-		if (i > 64)
-			return false;
 	}
+	return false;
 }
 
 static int check_leaf(const char *cert_field, const char *key_field, const char *cert_pem, const char *key_pem,

@@ -125,3 +125,75 @@ static const char x1_nc_key[] =
 	"d2arsecylHXUFoZcboi+63dFkbjDTvoY5p5RiHYbTz2HW8ibIYM5AU1VJYA00PvU\n"
 	"ZHi1Bqm7iPt0m5xZO33EBMNOtP2FCN2lC45em3JLgR6CMtFKE37DiQ==\n"
 	"-----END RSA PRIVATE KEY-----\n";
+
+/* Signed by x1_ca_cert: for pmem-registry but only for TLS clients. */
+static const char x1_client_only_cert[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIICgzCCAWugAwIBAgIJAJjgtB0HUvJeMA0GCSqGSIb3DQEBCwUAMAAwIBcNMjYx\n"
+	"MTI5MDAyOTMzWhgPMjEyNjExMDUwMDI5MzNaMAAwgZ8wDQYJKoZIhvcNAQEBBQAD\n"
+	"gY0AMIGJAoGBAKM0qcNrVHIwxTfy843CRN++4lRU57IaJpSRmCN1s36xMz/1zmBr\n"
+	"OplhU3N0J+gJFl+i/abPCalThDUFd9bkVXtz3Fj7qut3cMdeGXdLHI35x3ISOeSc\n"
+	"aM1F9EufldNtFL7FdZvhXfQvf7Qgw4avjvlSyH2INeKhvJP2yGt8MV9PAgMBAAGj\n"
+	"gYEwfzAOBgNVHQ8BAf8EBAMCBaAwEwYDVR0lBAwwCgYIKwYBBQUHAwIwGAYDVR0R\n"
+	"BBEwD4INcG1lbS1yZWdpc3RyeTAdBgNVHQ4EFgQU7lB4VCgmxNmnkN30MjgwBlRG\n"
+	"eTEwHwYDVR0jBBgwFoAUBlRM2Wm3Fetr/E1nZfUYRmn+L9QwDQYJKoZIhvcNAQEL\n"
+	"BQADggEBAGW/H7nHUttbnRfZtrlMl4QBcMmAWM5zKjgp2f679lhDoaJGNiF687yY\n"
+	"FW0pWu1nmGfJGbsanQxEbA5dsNBXRi4UC5qqONM/PsSMIl8rSiqJ60H9Wucpp5MD\n"
+	"g4rI6YGagHQrgAkZvPmA3Mg0of6ZHBQZ+UFUQkKWQQ3xpDz4E4NQb3xuxGJdLZDt\n"
+	"BQKBtmaHkZ0x2YZ336WeTWyp80xFW4svg7ZnpZWF90/x1EKmw1g/FodsaXXzVJUl\n"
+	"TW4fGo+c4kYovKLa/unooMAn+dopKhZHI2zVcsef15Hj5mwf+PuzAdu902AsLVbo\n"
+	"5zcc4Z2wolyzN38KofHadjB9oIRqerU=\n"
+	"-----END CERTIFICATE-----\n";
+
+static const char x1_client_only_key[] =
+	"-----BEGIN RSA PRIVATE KEY-----\n"
+	"MIICXAIBAAKBgQCjNKnDa1RyMMU38vONwkTfvuJUVOeyGiaUkZgjdbN+sTM/9c5g\n"
+	"azqZYVNzdCfoCRZfov2mzwmpU4Q1BXfW5FV7c9xY+6rrd3DHXhl3SxyN+cdyEjnk\n"
+	"nGjNRfRLn5XTbRS+xXWb4V30L3+0IMOGr475Ush9iDXiobyT9shrfDFfTwIDAQAB\n"
+	"AoGAO7ym9rRucG2Rgm0W4Khe9Va1GREKzZHs1SyFd1U5ogHSNHMQWxJknIeXOAco\n"
+	"JDJPUioilc/qRWQgXBfoSWvCLZvT/e5DrdJ4awxZlpa1KrXs11RluC4YQujUzamL\n"
+	"1D+sBeMhuYc2vAgf9Q23aSgwMCGqGLeLap/9AMUNxEGk8+ECQQDYnKCFBvG6DF9y\n"
+	"eclXxOHIFIJgBOF2vzh53yO5LfzqEgyGlWOBR7X+maARdw5PhL9nAsDBJeGEvJGf\n"
+	"q6KfJdQdAkEAwOH1e7QGewf4XlHT8JIDEuz6hpGYr2l0AEsLUREpgKjoIHxzh+l4\n"
+	"pKBFWLeWIgrn5cW2RYDDTrFepwo+eaeNWwJAPTEyH6Jwk1B/fkVtXcAe0HkKw7ld\n"
+	"QECQ4czpuJyHQFDM/RAixhjODxizIXvyrQAhWiZq8aWT6f2jXeoMzMzQ+QJATSyb\n"
+	"uiknxqZDvAllkYX6cOIcwycSPm0lGtDr8D27q1zps8XXu/Owb74owPyDt49Bhe/7\n"
+	"pAeHHb9eLdutb6OYrQJBAMeDylgi/WyIYWNHQ6UuFUPvasnHWSKsfALE0g5MUL45\n"
+	"9rx6poi+VrII6Q+g1L+IXlXCxyj9tKi0wJnueQ+PhtE=\n"
+	"-----END RSA PRIVATE KEY-----\n";
+
+/* Signed by x1_ca_cert: no DNS names, common name pmem-node-controller. */
+static const char x1_cn_only_cert[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIICkTCCAXmgAwIBAgIJANdDeQz8MHjjMA0GCSqGSIb3DQEBCwUAMAAwIBcNMjYx\n"
+	"MTI5MDAyOTMzWhgPMjEyNjExMDUwMDI5MzNaMB8xHTAbBgNVBAMMFHBtZW0tbm9k\n"
+	"ZS1jb250cm9sbGVyMIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDpZXDnKGrC\n"
+	"T1+cy09AdyhFEtjMRiemZFZK7ryjzJpbxe3AzFPXbNZwtHPR+ACAvgDsRYgO5aM8\n"
+	"KxEXRmRy+M08PYFg9BdvHzMXsMoZuIDVrlH3N9FFdgvnqdRLVmhL7ckRRP1w/2Gw\n"
+	"OBizg8NToS54o0dwOsB9PMLxsZDkj4o/vQIDAQABo3EwbzAOBgNVHQ8BAf8EBAMC\n"
+	"BaAwHQYDVR0lBBYwFAYIKwYBBQUHAwIGCCsGAQUFBwMBMB0GA1UdDgQWBBS44utQ\n"
+	"zTn/vdTF0G1/bvHCFyym3DAfBgNVHSMEGDAWgBQGVEzZabcV62v8TWdl9RhGaf4v\n"
+	"1DANBgkqhkiG9w0BAQsFAAOCAQEAW6UlKVa8xboCVAz4ZCt35uA1E0G4j3X6HRGd\n"
+	"xSj423aiKJq3v6AUkZaEvxCVZpA7d9L6CPPChdU80L52ltIZnVkbwQxz9nm5oa82\n"
+	"5m3YNMLzZNXnXfo2M+NgYIwnEm0vXY6kaXrC/MUK1fA9JTht7v769uOx+2rCmZo6\n"
+	"grpmnQ9AqgrPAr2CGapshMav+Gn8P4yVZFbA6tCSuLx2BHH75lZt7GaWTatpy75m\n"
+	"VgWglgOSPOgdgk80nTe3E0ttcoruH8HAAQPh5Rhpi6QM4Gc1dAYz40DkFoJvYloq\n"
+	"H8EnJTATzMcWSFxV1LHRXF1H7tKIGnpAHFYrxzfC1yyvTDN3hQ==\n"
+	"-----END CERTIFICATE-----\n";
+
+static const char x1_cn_only_key[] =
+	"-----BEGIN RSA PRIVATE KEY-----\n"
+	"MIICXAIBAAKBgQDpZXDnKGrCT1+cy09AdyhFEtjMRiemZFZK7ryjzJpbxe3AzFPX\n"
+	"bNZwtHPR+ACAvgDsRYgO5aM8KxEXRmRy+M08PYFg9BdvHzMXsMoZuIDVrlH3N9FF\n"
+	"dgvnqdRLVmhL7ckRRP1w/2GwOBizg8NToS54o0dwOsB9PMLxsZDkj4o/vQIDAQAB\n"
+	"AoGBAOgtpJof58wyv6+vxMAhiWrla8wSQiFRkVJrmjbsM+X1ySVRXlpgiBaIPOt0\n"
+	"ZbOs0Cg6pzYClVcmlJLt0MFa5nYPQtVSxjxGeZV8LTqb1KVrpZqt6euWc7Y4VXgf\n"
+	"yX1lFt4wiY0h11sIn7cytAFvIFcUPxiLGvGFh6AiJ+qQ+TEVAkEA+76Hz3UbeRQN\n"
+	"BCktIcJ7OwEEW3uklQRn4dY8y9eCx01vscRrqJ4WwoHpg5ztaLWnUtpHAAj6NJuW\n"
+	"QtgwJzTZMwJBAO1XgZNiSkz1akQzG4Y0EP8uOkj0t0mBXXAzbSxcsJMrJBSnsBTO\n"
+	"QMZ6yeGSdwe7HmyNc3NhgNbCak/CaZ3R408CQBoQGr1msWZypfpVTP/ew6VTMKFM\n"
+	"BrkK0Lp31KmB8V8y7CpqXH8DhvWyP3vJxmZ90Anq4UjmpQjHRuI6wZl9hjMCQD3h\n"
+	"ZdBGfTbJebZkWNXJt3DA3cNtwmfwyaraTamWVRdZ1SNpgRg7mlnlY8NjS5OBbvJA\n"
+	"gwxfLJdRwyQefSj/szMCQGYmBVBRu7658I37H3hA+RpRpCSTX+gcmeQeddY9wlFX\n"
+	"QMtX7wVuVPu8A65HeVF69vJNG0TsiGXSiPbPYSM/EJo=\n"
+	"-----END RSA PRIVATE KEY-----\n";

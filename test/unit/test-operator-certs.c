@@ -152,6 +152,19 @@ TEST(set_made_the_1x_way_verifies)
 	if (err)
 		fprintf(stderr, "  %s\n", err);
 	free(err);
+	err = NULL;
+	/* A common name without DNS names is accepted, as 1.x's check did. */
+	c.nc_cert = (char *)x1_cn_only_cert;
+	c.nc_key = (char *)x1_cn_only_key;
+	CHECK_INT(operator_certs_verify(&c, time(NULL), &err), 0);
+	free(err);
+	err = NULL;
+	/* The registry is a TLS server: a client-only certificate is refused. */
+	c.registry_cert = (char *)x1_client_only_cert;
+	c.registry_key = (char *)x1_client_only_key;
+	CHECK_INT(operator_certs_verify(&c, time(NULL), &err), -EINVAL);
+	CHECK(err && strstr(err, "spec.registryCert: the certificate's extended key usage does not allow TLS server use"));
+	free(err);
 }
 
 TEST(garbage_pem)
