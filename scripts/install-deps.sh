@@ -14,6 +14,7 @@ PKGS=(
     meson ninja-build pkg-config gcc clang
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
     libndctl-dev libdaxctl-dev libjansson-dev libblkid-dev libmicrohttpd-dev libcurl4-openssl-dev libyaml-dev
+    libgnutls28-dev  # the operator's certificates (also pulled in by libmicrohttpd-dev)
     # checks: valgrind, LeakSanitizer/UBSan runtime for clang
     valgrind libclang-rt-14-dev
     # run time (the tools the driver executes) and the Python gRPC test client

@@ -20,6 +20,7 @@
 #include "json/json.h"
 #include "k8s/k8s.h"
 #include "manifest.h"
+#include "metrics.h"
 #include "reconcile.h"
 
 #ifndef PMEM_CSI_VERSION
@@ -191,15 +192,46 @@ static char *own_image(struct k8s_client *c, const char *ns)
 	return NULL;
 }
 
+/*
+ * The metrics endpoint. A failure to listen on an address given with -metrics-addr is
+ * fatal; on the default :8080 (which something else on the host may hold, e.g. a
+ * second operator outside a pod) it is logged and the operator runs without it.
+ */
+static int setup_metrics(struct operator *op, const char *addr, bool given)
+{
+	uint16_t port = 0;
+	int r;
+
+	if (!*addr || streq_ptr(addr, "0"))
+		return 0;
+	r = operator_metrics_new(PMEM_CSI_VERSION, &op->metrics);
+	if (r < 0)
+		return log_error_errno(r, "Failed to set up the metrics: %m");
+	r = operator_metrics_serve(op->metrics, addr, &port);
+	if (r < 0) {
+		operator_metrics_free(TAKE_PTR(op->metrics));
+		if (given)
+			return log_error_errno(r, "Failed to serve metrics on -metrics-addr=%s: %m", addr);
+		log_warning_errno(r, "Cannot serve metrics on the default address %s: %m; running without metrics",
+				  addr);
+		return 0;
+	}
+	log_info("Serving metrics on %s (port %u), path /metrics", addr, (unsigned)port);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: pmem-csi-operator [-kubeconfig=PATH] [-namespace=NS] [-image=IMAGE] "
-			"[-resync=SECONDS] [-v=N] [-logging-format=text|json] [-version]\n");
+			"[-resync=SECONDS] [-metrics-addr=ADDR] [-v=N] [-logging-format=text|json] [-version]\n");
 }
 
 int main(int argc, char **argv)
 {
 	const char *kubeconfig = NULL, *ns = getenv("POD_NAMESPACE"), *image = getenv("PMEM_CSI_IMAGE");
+	/* 1.x's flag and default; "0" (or empty) turns the endpoint off. */
+	const char *metrics_addr = ":8080";
+	bool metrics_addr_given = false;
 	enum log_format fmt = LOG_FORMAT_TEXT;
 	_cleanup_free_ char *err = NULL, *own = NULL;
 	struct operator op = {};
@@ -216,6 +248,10 @@ int main(int argc, char **argv)
 			ns = a + 11;
 		else if (startswith(a, "-image="))
 			image = a + 7;
+		else if (startswith(a, "-metrics-addr=")) {
+			metrics_addr = a + 14;
+			metrics_addr_given = true;
+		}
 		else if (startswith(a, "-resync=")) {
 			int n;
 			if (safe_atoi(a + 8, &n) < 0 || n < 1 || n > 3600) {
@@ -262,9 +298,16 @@ int main(int argc, char **argv)
 		image = own = own_image(op.client, ns);
 	op.namespace = ns;
 	op.default_image = image;
+	r = setup_metrics(&op, metrics_addr, metrics_addr_given);
+	if (r < 0) {
+		k8s_client_free(op.client);
+		jv_unref(op.manifest);
+		return 1;
+	}
 	log_info("pmem-csi-operator %s: namespace %s, API server %s, driver image %s", PMEM_CSI_VERSION, ns,
 		 k8s_client_server(op.client), image ? image : "(from the manifest)");
 	r = run(&op, resync);
+	operator_metrics_free(op.metrics);
 	k8s_client_free(op.client);
 	jv_unref(op.manifest);
 	return r < 0 ? 1 : 0;

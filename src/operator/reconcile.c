@@ -13,9 +13,11 @@
 #include "basic/macro.h"
 #include "basic/strbuf.h"
 #include "basic/strutil.h"
+#include "certs.h"
 #include "json/json.h"
 #include "k8s/k8s.h"
 #include "manifest.h"
+#include "metrics.h"
 #include "reconcile.h"
 
 static void now_rfc3339(char buf[32])
@@ -66,7 +68,8 @@ static void component(struct strbuf *b, struct operator *op, const char *what, c
 	strbuf_append_str(b, "}");
 }
 
-static int write_status(struct operator *op, const char *name, const char *prefix, int failed, const char *reason)
+static int write_status(struct operator *op, const char *name, const char *prefix, int failed, const char *reason,
+			const struct operator_certs_status *certs)
 {
 	_cleanup_free_ char *ename = k8s_path_escape(name), *path = NULL, *err = NULL, *dpath = NULL,
 			    *npath = NULL, *ens = k8s_path_escape(op->namespace);
@@ -85,7 +88,9 @@ static int write_status(struct operator *op, const char *name, const char *prefi
 	strbuf_appendf(&b, "{\"status\":{\"phase\":\"%s\",\"lastUpdated\":\"%s\",\"reason\":",
 		       failed ? "Failed" : "Running", ts);
 	strbuf_append_json_string(&b, reason);
-	strbuf_appendf(&b, ",\"conditions\":[{\"type\":\"DriverDeployed\",\"status\":\"%s\",\"lastUpdateTime\":\"%s\","
+	strbuf_append_str(&b, ",\"conditions\":[");
+	operator_certs_conditions(certs, ts, &b); /* CertsVerified, CertsReady */
+	strbuf_appendf(&b, "{\"type\":\"DriverDeployed\",\"status\":\"%s\",\"lastUpdateTime\":\"%s\","
 			   "\"reason\":", failed ? "False" : "True", ts);
 	strbuf_append_json_string(&b, reason);
 	strbuf_append_str(&b, "}],\"driverComponents\":[");
@@ -107,12 +112,13 @@ static int write_status(struct operator *op, const char *name, const char *prefi
 	return 0;
 }
 
-int operator_reconcile(struct operator *op, const struct jv *cr)
+static int reconcile_one(struct operator *op, const struct jv *cr)
 {
 	const char *name = jv_string(jv_object_get(jv_object_get(cr, "metadata"), "name"));
 	struct operator_ctx ctx = { .namespace = op->namespace, .default_image = op->default_image };
 	_cleanup_(jv_unrefp) struct jv *objs = NULL;
 	_cleanup_free_ char *err = NULL, *prefix = NULL, *reason = NULL;
+	_cleanup_(operator_certs_status_clear) struct operator_certs_status certs = { .verified = -1, .ready = -1 };
 	int r;
 
 	if (!name)
@@ -128,7 +134,17 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 	if (r < 0) {
 		reason = xasprintf("invalid PmemCSIDeployment: %s", err ? err : strerror(-r));
 		log_error("PmemCSIDeployment '%s': %s", name, reason ? reason : "");
-		(void)write_status(op, name, prefix, r, reason ? reason : "invalid");
+		(void)write_status(op, name, prefix, r, reason ? reason : "invalid", NULL);
+		return r;
+	}
+	/* Certificates first: given ones that do not verify leave everything as it was. */
+	r = operator_certs_reconcile(op, cr, &certs, &err);
+	if (r >= 0)
+		r = operator_certs_mount(objs, prefix);
+	if (r < 0) {
+		reason = xasprintf("%s", err ? err : strerror(-r));
+		log_error("PmemCSIDeployment '%s': %s", name, reason ? reason : "");
+		(void)write_status(op, name, prefix, r, reason ? reason : "certificates", &certs);
 		return r;
 	}
 	for (size_t i = 0; i < jv_array_size(objs); i++) {
@@ -143,7 +159,7 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 		}
 		free(err);
 		err = NULL;
-		r = k8s_apply(op->client, path, OPERATOR_FIELD_MANAGER, body, NULL, &err);
+		r = operator_metrics_apply(op->metrics, op->client, path, OPERATOR_FIELD_MANAGER, body, NULL, &err);
 		if (r < 0) {
 			reason = xasprintf("failed to apply %s: %s", path, err ? err : strerror(-r));
 			break;
@@ -152,10 +168,23 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 	}
 	if (r < 0) {
 		log_error("PmemCSIDeployment '%s': %s", name, reason ? reason : "");
-		(void)write_status(op, name, prefix, r, reason ? reason : "apply failed");
+		(void)write_status(op, name, prefix, r, reason ? reason : "apply failed", &certs);
 		return r;
 	}
 	log_v(2, "PmemCSIDeployment '%s': %zu objects applied", name, jv_array_size(objs));
-	(void)write_status(op, name, prefix, 0, "Driver deployed successfully");
+	(void)write_status(op, name, prefix, 0, "Driver deployed successfully", &certs);
 	return 0;
+}
+
+int operator_reconcile(struct operator *op, const struct jv *cr)
+{
+	struct timespec a, b;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = reconcile_one(op, cr);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	operator_metrics_reconciled(op->metrics, cr, r,
+				    (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+	return r;
 }
