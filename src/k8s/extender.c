@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -316,12 +317,40 @@ void extender_node_capacity(const struct jv *list, const char *driver, const cha
 	*ret = c;
 }
 
+struct ci_lookup {
+	const char *key;
+	const struct jv *found;
+};
+
+static int ci_match(const char *key, const struct jv *val, void *ud)
+{
+	struct ci_lookup *l = ud;
+
+	if (!l->found && strcasecmp(key, l->key) == 0)
+		l->found = val;
+	return 0;
+}
+
+/*
+ * The extender API types have no JSON tags: kube-scheduler sends "Pod",
+ * "Nodes" and "NodeNames", and Go's decoder matches field names without
+ * regard to case (an exact match first), so 1.x took "pod" as well.
+ */
+static const struct jv *get_field(const struct jv *obj, const char *name)
+{
+	struct ci_lookup l = { .key = name, .found = jv_object_get(obj, name) };
+
+	if (!l.found && jv_is_object(obj))
+		jv_object_iter(obj, ci_match, &l);
+	return l.found;
+}
+
 /* The ExtenderFilterResult for a request that cannot be served. */
 static int error_result(const char *msg, char **ret_json, size_t *ret_len)
 {
 	struct strbuf b = STRBUF_INIT;
 
-	strbuf_append_str(&b, "{\"error\":");
+	strbuf_append_str(&b, "{\"Error\":");
 	strbuf_append_json_string(&b, msg);
 	strbuf_append_str(&b, "}");
 	*ret_len = strbuf_len(&b);
@@ -353,15 +382,15 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 						      err ? err : "not an object");
 		return msg ? error_result(msg, ret_json, ret_len) : -ENOMEM;
 	}
-	pod = jv_object_get(args, "pod");
-	names = jv_object_get(args, "nodenames");
+	pod = get_field(args, "Pod");
+	names = get_field(args, "NodeNames");
 	by_name = jv_is_array(names);
 	if (!by_name)
-		nodes = jv_object_get(jv_object_get(args, "nodes"), "items");
+		nodes = jv_object_get(get_field(args, "Nodes"), "items");
 	if (!jv_is_object(pod) || !path_str(pod, "metadata", "name", NULL))
-		return error_result("ExtenderArgs.pod: missing, or without metadata.name", ret_json, ret_len);
+		return error_result("ExtenderArgs.Pod: missing, or without metadata.name", ret_json, ret_len);
 	if (!by_name && !jv_is_array(nodes))
-		return error_result("ExtenderArgs: neither a nodenames list nor a nodes.items list", ret_json, ret_len);
+		return error_result("ExtenderArgs: neither a NodeNames list nor a Nodes.items list", ret_json, ret_len);
 	n = by_name ? jv_array_size(names) : jv_array_size(nodes);
 	if (n > EXTENDER_NODES_MAX) {
 		_cleanup_free_ char *msg = xasprintf("ExtenderArgs: %zu nodes, at most %d", n, EXTENDER_NODES_MAX);
@@ -371,7 +400,7 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 		const char *name = by_name ? jv_string(jv_array_get(names, i))
 					   : path_str(jv_array_get(nodes, i), "metadata", "name", NULL);
 		if (!name || !*name) {
-			_cleanup_free_ char *msg = xasprintf("ExtenderArgs.%s[%zu]: not a node name", by_name ? "nodenames" : "nodes.items", i);
+			_cleanup_free_ char *msg = xasprintf("ExtenderArgs.%s[%zu]: not a node name", by_name ? "NodeNames" : "Nodes.items", i);
 			return msg ? error_result(msg, ret_json, ret_len) : -ENOMEM;
 		}
 	}
@@ -437,11 +466,11 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 			first_ok = false;
 		}
 	}
-	strbuf_append_str(&out, by_name ? "{\"nodenames\":[" : "{\"nodes\":{\"items\":[");
+	strbuf_append_str(&out, by_name ? "{\"NodeNames\":[" : "{\"Nodes\":{\"items\":[");
 	strbuf_append(&out, strbuf_str(&ok), strbuf_len(&ok));
 	strbuf_append_str(&out, by_name ? "]" : "]}");
 	if (strbuf_len(&failed)) {
-		strbuf_append_str(&out, ",\"failedNodes\":{");
+		strbuf_append_str(&out, ",\"FailedNodes\":{");
 		strbuf_append(&out, strbuf_str(&failed), strbuf_len(&failed));
 		strbuf_append_str(&out, "}");
 	}

@@ -95,13 +95,15 @@ void extender_node_capacity(const struct jv *list, const char *driver, const cha
 
 /**
  * extender_filter() - answer a /filter request.
- * @body: the ExtenderArgs.
+ * @body: the ExtenderArgs ({"Pod", "NodeNames"} or {"Pod", "Nodes"}; the
+ *	keys in any case, as Go decodes them).
  * @ret_json: the ExtenderFilterResult (malloc'ed); on a malformed request
- *	one with only "error" set.
+ *	one with only "Error" set. Keys as Go encodes the untagged structs:
+ *	"NodeNames" (or "Nodes"), "FailedNodes", "Error".
  * @ret_status: 200, or 400 for a malformed request.
  *
  * Problems with the cluster's objects (a missing claim, the API server down)
- * are answered with 200 and "error", which makes the scheduler retry the pod
+ * are answered with 200 and "Error", which makes the scheduler retry the pod
  * later, as 1.x did.
  *
  * Return: 0, or -ENOMEM.
