@@ -45,7 +45,7 @@ fi
 
 # 1. Generated manifests up to date, overlays build.
 run "deploy/generate.sh --check: deploy/generated matches deploy/kustomize" bash deploy/generate.sh --check
-for o in lvm direct lvm-testing direct-testing examples/kubelet-dir examples/node-selector; do
+for o in lvm direct lvm-testing direct-testing examples/kubelet-dir examples/node-selector examples/scheduler; do
     run "kubectl kustomize deploy/kustomize/$o" kubectl kustomize "deploy/kustomize/$o"
 done
 if kubectl kustomize deploy/kustomize/examples/kubelet-dir 2>/dev/null | grep -q /var/lib/kubelet; then

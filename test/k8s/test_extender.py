@@ -554,6 +554,17 @@ def t_kube_scheduler():
 
 
 @test
+def t_manifests():
+    """deploy/kustomize/examples/scheduler is accepted by the API server (dry-run)"""
+    kubectl("create", "namespace", "pmem-csi", check=False)
+    out = kubectl("apply", "--dry-run=server", "-k", os.path.join(REPO, "deploy", "kustomize", "examples", "scheduler"))
+    for want in ("mutatingwebhookconfiguration.admissionregistration.k8s.io/pmem-csi-intel-com-hook",
+                 "service/pmem-csi-intel-com-scheduler", "service/pmem-csi-intel-com-webhook",
+                 "deployment.apps/pmem-csi-intel-com-controller"):
+        assert want in out, out
+
+
+@test
 def t_clean_stop():
     """both drivers stop cleanly on SIGTERM"""
     for d in (DRIVER_MTLS, DRIVER_TLS):
