@@ -283,37 +283,64 @@ static int count_key(const char *key, const struct jv *val, void *ud)
 	return 0;
 }
 
-void extender_node_capacity(const struct jv *list, const char *driver, const char *node, struct node_capacity *ret)
+static void max_into(struct jv *entry, const char *field, const char *quantity)
+{
+	const struct jv *old = jv_object_get(entry, field);
+	uint64_t v;
+
+	if (!quantity || parse_quantity(quantity, &v) < 0)
+		return;
+	v = MIN(v, (uint64_t)INT64_MAX);
+	if (!old || (uint64_t)jv_integer(old) < v)
+		(void)jv_object_set_integer(entry, field, (int64_t)v);
+}
+
+int extender_capacity_index(const struct jv *list, const char *driver, struct jv **ret)
 {
 	const struct jv *items = jv_object_get(list, "items");
 	_cleanup_free_ char *key = xasprintf("%s/node", driver);
-	struct node_capacity c = {};
-	bool have_max = false;
+	_cleanup_(jv_unrefp) struct jv *index = jv_new_object();
 
-	for (size_t i = 0; key && i < jv_array_size(items); i++) {
+	if (!key || !index)
+		return -ENOMEM;
+	for (size_t i = 0; i < jv_array_size(items); i++) {
 		const struct jv *o = jv_array_get(items, i), *topo = jv_object_get(o, "nodeTopology");
-		const struct jv *ml = jv_object_get(topo, "matchLabels"), *me = jv_object_get(topo, "matchExpressions");
-		const char *cap = jv_string(jv_object_get(o, "capacity"));
-		const char *max = jv_string(jv_object_get(o, "maximumVolumeSize"));
-		uint64_t v;
+		const struct jv *ml = jv_object_get(topo, "matchLabels");
+		const char *node = jv_string(jv_object_get(ml, key));
+		struct jv *entry;
 		size_t n = 0;
 
-		if (!streq_ptr(jv_string(jv_object_get(ml, key)), node) || jv_array_size(me) > 0)
+		/* exactly {"<driver>/node": node}, no expressions: what the node's provisioner publishes */
+		if (!node || jv_array_size(jv_object_get(topo, "matchExpressions")) > 0)
 			continue;
-		/* exactly one label: {"<driver>/node": node} */
 		jv_object_iter(ml, count_key, &n);
 		if (n != 1)
 			continue;
-		c.known = true;
-		if (cap && parse_quantity(cap, &v) >= 0)
-			c.available = MAX(c.available, v);
-		if (max && parse_quantity(max, &v) >= 0) {
-			c.max_volume = MAX(c.max_volume, v);
-			have_max = true;
+		entry = jv_object_get(index, node);
+		if (!entry) {
+			if (jv_object_set_new(index, node, jv_new_object()) < 0)
+				return -ENOMEM;
+			entry = jv_object_get(index, node);
+			if (!entry || jv_object_set_integer(entry, "a", 0) < 0)
+				return -ENOMEM;
 		}
+		max_into(entry, "a", jv_string(jv_object_get(o, "capacity")));
+		max_into(entry, "m", jv_string(jv_object_get(o, "maximumVolumeSize")));
 	}
-	if (!have_max)
-		c.max_volume = c.available;
+	*ret = TAKE_PTR(index);
+	return 0;
+}
+
+void extender_node_capacity(const struct jv *index, const char *node, struct node_capacity *ret)
+{
+	const struct jv *entry = jv_object_get(index, node), *m = jv_object_get(entry, "m");
+	struct node_capacity c = {};
+
+	if (entry) {
+		c.known = true;
+		c.available = (uint64_t)jv_integer(jv_object_get(entry, "a"));
+		c.max_volume = m ? (uint64_t)jv_integer(m) : c.available;
+	}
 	*ret = c;
 }
 
@@ -366,7 +393,7 @@ static const char *quantity_text(char *buf, size_t len, uint64_t v)
 int extender_filter(const struct k8s_getter *g, const char *driver, const char *body, size_t len, char **ret_json,
 		    size_t *ret_len, unsigned *ret_status)
 {
-	_cleanup_(jv_unrefp) struct jv *args = NULL, *caps = NULL;
+	_cleanup_(jv_unrefp) struct jv *args = NULL, *caps = NULL, *index = NULL, *seen = NULL;
 	_cleanup_free_ char *err = NULL;
 	const struct jv *pod, *names, *nodes = NULL;
 	struct pmem_demand d = {};
@@ -425,8 +452,15 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 			_cleanup_free_ char *msg = xasprintf("listing CSIStorageCapacity objects: %s", err ? err : strerror(-r));
 			return msg ? error_result(msg, ret_json, ret_len) : -ENOMEM;
 		}
+		r = extender_capacity_index(caps, driver, &index);
+		if (r < 0)
+			return r;
 	}
 
+	/* A node named twice is answered once in FailedNodes (JSON objects have unique keys). */
+	seen = jv_new_object();
+	if (!seen)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		const struct jv *nodeobj = by_name ? NULL : jv_array_get(nodes, i);
 		const char *name = by_name ? jv_string(jv_array_get(names, i)) : path_str(nodeobj, "metadata", "name", NULL);
@@ -434,7 +468,7 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 		char need[32], have[32], why[160] = "";
 
 		if (d.volumes > 0 && d.total > 0) {
-			extender_node_capacity(caps, driver, name, &c);
+			extender_node_capacity(index, name, &c);
 			if (!c.known)
 				snprintf(why, sizeof(why), "no PMEM capacity known (no CSIStorageCapacity of %s for this node)", driver);
 			else if (c.available < d.total)
@@ -444,7 +478,14 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 				snprintf(why, sizeof(why), "largest PMEM volume possible is %s, need %s",
 					 quantity_text(have, sizeof(have), c.max_volume), quantity_text(need, sizeof(need), d.largest));
 		}
+		if (why[0] && jv_object_get(seen, name))
+			continue;
 		if (why[0]) {
+			if (jv_object_set_integer(seen, name, 1) < 0) {
+				strbuf_free(&ok);
+				strbuf_free(&failed);
+				return -ENOMEM;
+			}
 			strbuf_append_str(&failed, first_failed ? "" : ",");
 			strbuf_append_json_string(&failed, name);
 			strbuf_append_char(&failed, ':');

@@ -90,8 +90,16 @@ struct node_capacity {
 	uint64_t max_volume;
 };
 
-/** extender_node_capacity() - the capacity of node from a CSIStorageCapacityList. */
-void extender_node_capacity(const struct jv *list, const char *driver, const char *node, struct node_capacity *ret);
+/**
+ * extender_capacity_index() - index a CSIStorageCapacityList by node, for
+ * extender_node_capacity() (one pass over the objects, then one lookup per
+ * node: a cluster of thousands of nodes has thousands of objects per class).
+ * Return: 0 or -ENOMEM.
+ */
+int extender_capacity_index(const struct jv *list, const char *driver, struct jv **ret);
+
+/** extender_node_capacity() - the capacity of node in the index; unknown nodes have known == false. */
+void extender_node_capacity(const struct jv *index, const char *node, struct node_capacity *ret);
 
 /**
  * extender_filter() - answer a /filter request.

@@ -104,7 +104,7 @@ static int verify_client(struct MHD_Connection *c, char *why, size_t why_len)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	gnutls_session_t session;
-	unsigned status = 0;
+	unsigned status = 0, n = 0;
 	int r;
 
 	if (!ci || !ci->tls_session) {
@@ -112,7 +112,7 @@ static int verify_client(struct MHD_Connection *c, char *why, size_t why_len)
 		return -EPERM;
 	}
 	session = (gnutls_session_t)ci->tls_session;
-	if (gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 || !gnutls_certificate_get_peers(session, NULL)) {
+	if (gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 || !gnutls_certificate_get_peers(session, &n) || n == 0) {
 		snprintf(why, why_len, "no client certificate");
 		return -EPERM;
 	}
