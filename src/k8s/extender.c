@@ -376,9 +376,16 @@ static const struct jv *get_field(const struct jv *obj, const char *name)
 static int error_result(const char *msg, char **ret_json, size_t *ret_len)
 {
 	struct strbuf b = STRBUF_INIT;
+	_cleanup_free_ char *clean = strdup(msg);
 
+	if (!clean)
+		return -ENOMEM;
+	/* jansson's parse errors quote the input, which may not be UTF-8: keep printable ASCII only. */
+	for (char *p = clean; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
 	strbuf_append_str(&b, "{\"Error\":");
-	strbuf_append_json_string(&b, msg);
+	strbuf_append_json_string(&b, clean);
 	strbuf_append_str(&b, "}");
 	*ret_len = strbuf_len(&b);
 	*ret_json = strbuf_steal(&b);

@@ -153,6 +153,10 @@ static int plain_error(const char *msg, char **ret_json, size_t *ret_len, unsign
 	*ret_json = xasprintf("%s\n", msg);
 	if (!*ret_json)
 		return -ENOMEM;
+	/* jansson's parse errors quote the input: printable ASCII only in the answer */
+	for (char *p = *ret_json; p[1]; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
 	*ret_len = strlen(*ret_json);
 	return 0;
 }
