@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
@@ -34,6 +36,25 @@
 #define WEBSERVER_BACKLOG 128
 #define WEBSERVER_PEM_MAX (1024 * 1024)
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
+#define WEBSERVER_CHAIN_MAX 8
+
+/*
+ * One certificate (chain) and key as read from the files. GnuTLS uses them
+ * during handshakes without taking a reference, so a generation replaced by a
+ * newer one stays allocated until the server stops: a rotation costs a few
+ * KiB, and certificates rotate every few weeks.
+ */
+struct cert_gen {
+	struct cert_gen *older;
+	gnutls_pcert_st pcert[WEBSERVER_CHAIN_MAX];
+	unsigned n_pcert;
+	gnutls_privkey_t key;
+	struct stat cert_st, key_st;
+};
+
+/* The HTTPS server whose certificate files the handshake callback reads (one per process). */
+static pthread_mutex_t cert_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct webserver *tls_server;
 
 struct webserver {
 	struct MHD_Daemon *daemon;
@@ -42,6 +63,9 @@ struct webserver {
 	size_t max_body;
 	webserver_handler_fn handler;
 	void *userdata;
+	/* HTTPS: the files and what was read from them (cert_lock) */
+	char *cert_file, *key_file;
+	struct cert_gen *cert;
 };
 
 /* Per request: the body read so far. */
@@ -281,6 +305,148 @@ static int listen_socket(const char *listen, uint16_t *ret_port)
 	return fd;
 }
 
+static void cert_gen_free(struct cert_gen *g);
+
+/* Free what webserver_start() allocated (the daemon is stopped or was never started). */
+static void webserver_free(struct webserver *s)
+{
+	pthread_mutex_lock(&cert_lock);
+	if (tls_server == s)
+		tls_server = NULL;
+	pthread_mutex_unlock(&cert_lock);
+	cert_gen_free(s->cert);
+	free(s->cert_file);
+	free(s->key_file);
+	free(s);
+}
+
+static void cert_gen_free(struct cert_gen *g)
+{
+	while (g) {
+		struct cert_gen *older = g->older;
+
+		for (unsigned i = 0; i < g->n_pcert; i++)
+			gnutls_pcert_deinit(&g->pcert[i]);
+		if (g->key)
+			gnutls_privkey_deinit(g->key);
+		free(g);
+		g = older;
+	}
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Read certificate chain and key; -EINVAL when they cannot be parsed or do not belong together. */
+static int cert_gen_load(const char *cert_file, const char *key_file, struct cert_gen **ret)
+{
+	_cleanup_free_ char *cert = NULL, *key = NULL;
+	struct cert_gen *g;
+	gnutls_datum_t cd, kd;
+	gnutls_pubkey_t pub = NULL;
+	unsigned char id1[64], id2[64];
+	size_t l1 = sizeof(id1), l2 = sizeof(id2);
+	int r;
+
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	if (stat(cert_file, &g->cert_st) < 0 || stat(key_file, &g->key_st) < 0) {
+		r = log_error_errno(-errno, "Cannot read the certificate %s or key %s: %m", cert_file, key_file);
+		goto fail;
+	}
+	if ((r = read_file_limited(cert_file, WEBSERVER_PEM_MAX, &cert, NULL)) < 0 ||
+	    (r = read_file_limited(key_file, WEBSERVER_PEM_MAX, &key, NULL)) < 0) {
+		log_error_errno(r, "Cannot read the certificate %s or key %s: %m", cert_file, key_file);
+		goto fail;
+	}
+	cd = (gnutls_datum_t){ (unsigned char *)cert, (unsigned)strlen(cert) };
+	kd = (gnutls_datum_t){ (unsigned char *)key, (unsigned)strlen(key) };
+	g->n_pcert = WEBSERVER_CHAIN_MAX;
+	r = gnutls_pcert_list_import_x509_raw(g->pcert, &g->n_pcert, &cd, GNUTLS_X509_FMT_PEM, 0);
+	if (r < 0 || g->n_pcert == 0) {
+		g->n_pcert = 0;
+		r = log_error_errno(-EINVAL, "%s: no PEM certificate (chain of at most %d): %s", cert_file,
+				    WEBSERVER_CHAIN_MAX, gnutls_strerror(r));
+		goto fail;
+	}
+	r = gnutls_privkey_init(&g->key);
+	if (r >= 0)
+		r = gnutls_privkey_import_x509_raw(g->key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
+	if (r < 0) {
+		r = log_error_errno(-EINVAL, "%s: no PEM private key: %s", key_file, gnutls_strerror(r));
+		goto fail;
+	}
+	/* A rotation caught half-way (new certificate, old key) must not be served. */
+	if (gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_privkey(pub, g->key, 0, 0) < 0 ||
+	    gnutls_pubkey_get_key_id(pub, 0, id1, &l1) < 0 || gnutls_pubkey_get_key_id(g->pcert[0].pubkey, 0, id2, &l2) < 0 ||
+	    l1 != l2 || memcmp(id1, id2, l1) != 0) {
+		r = log_error_errno(-EINVAL, "The key %s does not belong to the certificate %s", key_file, cert_file);
+		goto fail;
+	}
+	gnutls_pubkey_deinit(pub);
+	explicit_bzero(key, strlen(key));
+	*ret = g;
+	return 0;
+fail:
+	if (pub)
+		gnutls_pubkey_deinit(pub);
+	if (key)
+		explicit_bzero(key, strlen(key));
+	cert_gen_free(g);
+	return r;
+}
+
+/*
+ * GnuTLS asks for the certificate at every handshake: when the files changed
+ * (a Secret volume swaps them atomically), use the new ones from now on, so
+ * a renewed certificate needs no restart. If they cannot be read or do not
+ * match, the previous pair stays in use.
+ */
+static int cert_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+			 const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length, gnutls_pcert_st **pcert,
+			 unsigned int *pcert_length, gnutls_privkey_t *pkey)
+{
+	struct webserver *s;
+	struct stat cst, kst;
+
+	(void)session;
+	(void)req_ca_dn;
+	(void)nreqs;
+	(void)pk_algos;
+	(void)pk_algos_length;
+	pthread_mutex_lock(&cert_lock);
+	s = tls_server;
+	if (!s || !s->cert) {
+		pthread_mutex_unlock(&cert_lock);
+		return -1;
+	}
+	if (stat(s->cert_file, &cst) == 0 && stat(s->key_file, &kst) == 0 &&
+	    (!same_file(&cst, &s->cert->cert_st) || !same_file(&kst, &s->cert->key_st))) {
+		struct cert_gen *g = NULL;
+
+		if (cert_gen_load(s->cert_file, s->key_file, &g) >= 0) {
+			g->older = s->cert;
+			s->cert = g;
+			log_info("Webhooks: the certificate %s changed, serving the new one", s->cert_file);
+		} else {
+			/* do not try again until the files change once more */
+			s->cert->cert_st = cst;
+			s->cert->key_st = kst;
+			log_error("Webhooks: the changed certificate %s or key %s is not usable, still serving the previous one",
+				  s->cert_file, s->key_file);
+		}
+	}
+	*pcert = s->cert->pcert;
+	*pcert_length = s->cert->n_pcert;
+	*pkey = s->cert->key;
+	pthread_mutex_unlock(&cert_lock);
+	return 0;
+}
+
 static int read_pem(const char *what, const char *path, char **ret)
 {
 	int r = read_file_limited(path, WEBSERVER_PEM_MAX, ret, NULL);
@@ -292,7 +458,7 @@ static int read_pem(const char *what, const char *path, char **ret)
 
 int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 {
-	_cleanup_free_ char *cert = NULL, *key = NULL, *ca = NULL;
+	_cleanup_free_ char *ca = NULL;
 	struct webserver *s;
 	sigset_t all, saved;
 	bool tls = cfg->cert_file && *cfg->cert_file;
@@ -305,22 +471,35 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 	if (tls) {
 		if (!cfg->key_file || !*cfg->key_file)
 			return log_error_errno(-EINVAL, "A certificate (%s) without a key file", cfg->cert_file);
-		if ((r = read_pem("certificate", cfg->cert_file, &cert)) < 0 ||
-		    (r = read_pem("key", cfg->key_file, &key)) < 0 ||
-		    (cfg->ca_file && *cfg->ca_file && (r = read_pem("CA", cfg->ca_file, &ca)) < 0))
+		if (cfg->ca_file && *cfg->ca_file && (r = read_pem("CA", cfg->ca_file, &ca)) < 0)
 			return r;
 		flags |= MHD_USE_TLS;
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	if (tls) {
+		s->cert_file = strdup(cfg->cert_file);
+		s->key_file = strdup(cfg->key_file);
+		r = s->cert_file && s->key_file ? cert_gen_load(cfg->cert_file, cfg->key_file, &s->cert) : -ENOMEM;
+		pthread_mutex_lock(&cert_lock);
+		if (r >= 0 && tls_server)
+			r = log_error_errno(-EBUSY, "Only one HTTPS server per process");
+		if (r >= 0)
+			tls_server = s;
+		pthread_mutex_unlock(&cert_lock);
+		if (r < 0) {
+			webserver_free(s);
+			return r;
+		}
+	}
 	s->verify_clients = tls && ca;
 	s->max_body = cfg->max_body;
 	s->handler = cfg->handler;
 	s->userdata = cfg->userdata;
 	fd = listen_socket(cfg->listen, &s->port);
 	if (fd < 0) {
-		free(s);
+		webserver_free(s);
 		return log_error_errno(fd, "Cannot listen on %s: %m", cfg->listen);
 	}
 	/* The server's threads must not take SIGTERM & co. from the thread that waits for them. */
@@ -331,7 +510,7 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 	sigdelset(&all, SIGILL);
 	sigdelset(&all, SIGABRT);
 	pthread_sigmask(SIG_BLOCK, &all, &saved);
-	/* libmicrohttpd copies the PEM strings into GnuTLS credentials during the call. */
+	/* libmicrohttpd copies the CA into GnuTLS credentials during the call; the certificate comes from cert_retrieve(). */
 	if (tls)
 		s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
 					     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, (void *)NULL,
@@ -340,8 +519,7 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 					     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEBSERVER_CONNECTION_MEMORY,
 					     MHD_OPTION_CONNECTION_LIMIT, WEBSERVER_CONNECTIONS_MAX,
 					     MHD_OPTION_CONNECTION_TIMEOUT, WEBSERVER_IDLE_TIMEOUT_S,
-					     MHD_OPTION_HTTPS_MEM_CERT, (const char *)cert,
-					     MHD_OPTION_HTTPS_MEM_KEY, (const char *)key,
+					     MHD_OPTION_HTTPS_CERT_CALLBACK, cert_retrieve,
 					     MHD_OPTION_HTTPS_PRIORITIES, WEBSERVER_TLS_PRIORITIES,
 					     ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, (const char *)ca,
 					     MHD_OPTION_END);
@@ -355,11 +533,9 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 					     MHD_OPTION_CONNECTION_TIMEOUT, WEBSERVER_IDLE_TIMEOUT_S,
 					     MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
-	if (key)
-		explicit_bzero(key, strlen(key));
 	if (!s->daemon) {
 		close(fd);
-		free(s);
+		webserver_free(s);
 		return log_error_errno(-EIO, "Cannot serve %s on %s (libmicrohttpd refused the configuration%s; -v=5 "
 					     "shows its reason)",
 				       tls ? "HTTPS" : "HTTP", cfg->listen, tls ? ": check the certificate and key" : "");
@@ -378,5 +554,5 @@ void webserver_stop(struct webserver *s)
 	if (!s)
 		return;
 	MHD_stop_daemon(s->daemon);
-	free(s);
+	webserver_free(s);
 }

@@ -17,7 +17,10 @@
  * else), idle connections closed after WEBSERVER_IDLE_TIMEOUT_S.
  *
  * TLS: TLS 1.2 and 1.3 only, ECDHE key exchange and AEAD ciphers only
- * (AES-GCM, ChaCha20-Poly1305), server's preference. With a CA file, every
+ * (AES-GCM, ChaCha20-Poly1305), server's preference. The certificate and key
+ * files are checked at every handshake and re-read when they changed (a
+ * renewed Secret needs no restart; a pair that does not match is not used).
+ * The CA file is read once. With a CA file, every
  * request must come with a client certificate that this CA signed (checked
  * through the GnuTLS session before the handler runs): without one the
  * answer is 403 and the connection is closed.

@@ -564,6 +564,36 @@ def t_manifests():
         assert want in out, out
 
 
+def served_serial(port):
+    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile", CA[0]], input="",
+                       capture_output=True, text=True, timeout=30)
+    x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=p.stdout, capture_output=True, text=True,
+                       timeout=30)
+    return x.stdout.strip()
+
+
+@test
+def t_tls_rotation():
+    """a renewed certificate is served without a restart; a certificate without its key is not"""
+    port = DRIVER_TLS.tls
+    old = served_serial(port)
+    assert old.startswith("serial="), old
+    new = make_cert("renewed", CA, "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    want = openssl("x509", "-noout", "-serial", "-in", new[0]).strip()
+    # Half a rotation: the new certificate with the old key is not used.
+    shutil.copy(new[0], SERVER[0] + ".tmp")
+    os.rename(SERVER[0] + ".tmp", SERVER[0])
+    assert served_serial(port) == old
+    assert "is not usable, still serving the previous one" in DRIVER_TLS.text()
+    shutil.copy(new[1], SERVER[1] + ".tmp")
+    os.rename(SERVER[1] + ".tmp", SERVER[1])
+    assert served_serial(port) == want, "still %s, not %s" % (served_serial(port), want)
+    assert "changed, serving the new one" in DRIVER_TLS.text()
+    code, body, err = curl(port)
+    assert code == "200" and body == "ok", (code, body, err)
+
+
 @test
 def t_clean_stop():
     """both drivers stop cleanly on SIGTERM"""
