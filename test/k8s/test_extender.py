@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """test_extender.py - the scheduler extender and the mutating pod webhook of
 -mode=webhooks against a real kube-apiserver and kube-scheduler (no kubelet: the
-test makes the Node and CSIStorageCapacity objects itself).
+test makes the Node and CSIStorageCapacity objects itself), with the service account
+and RBAC of deploy/kustomize/examples/scheduler.
 
 - the HTTP endpoints: /status, /filter (ExtenderArgs with nodenames and with full
   nodes) and /pod/mutate (AdmissionReview), bad input (bad JSON, too large, wrong
@@ -40,7 +41,10 @@ BUILD, KDIR = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 DRIVER = os.path.join(BUILD, "pmem-csi-driver")
 KCFG = os.path.join(KDIR, "kubeconfig")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DRV = "pmem-csi.intel.com"
+# A driver name of its own (-drivername): earlier tests install deploy/'s CSIDriver
+# pmem-csi.intel.com with storageCapacity, and then kube-scheduler's own capacity check
+# would filter the nodes before the extender is asked.
+DRV = "ext-test.pmem-csi.intel.com"
 RESOURCE = DRV + "/scheduler"
 # Without a controller manager a deleted namespace stays Terminating: one per run.
 NS = "pmem-ext-test-%d" % os.getpid()
@@ -106,12 +110,12 @@ WRONG_CLIENT = make_cert("intruder", OTHER_CA, "basicConstraints=CA:FALSE\nexten
 class Driver:
     """pmem-csi-driver -mode=webhooks with the scheduler endpoints."""
 
-    def __init__(self, ca_file):
+    def __init__(self, ca_file, kubeconfig):
         self.tls, self.plain, self.mport = free_port(), free_port(), free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="pmem-csi-ext.", suffix=".log", delete=False)
         env = dict(os.environ)
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        self.p = subprocess.Popen([DRIVER, "-mode=webhooks", "-v=5", "-kubeconfig=" + KCFG,
+        self.p = subprocess.Popen([DRIVER, "-mode=webhooks", "-v=5", "-kubeconfig=" + kubeconfig, "-drivername=" + DRV,
                                    "-rescheduleSeconds=3600",
                                    "-metricsListen=127.0.0.1:%d" % self.mport,
                                    "-schedulerListen=127.0.0.1:%d" % self.tls,
@@ -265,9 +269,31 @@ def filter_args(volumes, nodes=None, full_nodes=False):
     return {"Pod": p, "NodeNames": names}
 
 
+def controller_kubeconfig():
+    """The controller's service account with the RBAC of deploy/kustomize/examples/scheduler."""
+    import yaml
+    out = kubectl("kustomize", os.path.join(REPO, "deploy", "kustomize", "examples", "scheduler"))
+    rbac = [o for o in yaml.safe_load_all(out) if o and o["kind"] in
+            ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+    apply(rbac)
+    token = kubectl("create", "token", "pmem-csi-intel-com-webhooks", "-n", "pmem-csi", "--duration=3600s").strip()
+    with open(KCFG) as f:
+        text = f.read()
+    server = re.search(r"server: (\S+)", text).group(1)
+    ca = re.search(r"certificate-authority-data: (\S+)", text).group(1)
+    path = os.path.join(WORK, "controller.kubeconfig")
+    with open(path, "w") as f:
+        f.write("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: %s\n"
+                "    certificate-authority-data: %s\nusers:\n- name: u\n  user:\n    token: %s\n"
+                "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n" % (server, ca, token))
+    return path
+
+
 setup_cluster()
-DRIVER_MTLS = Driver(CA[0])   # the extender as kube-scheduler reaches it: client certificates required
-DRIVER_TLS = Driver("")       # the webhook as the API server reaches it: no client certificate
+# Both with the least privilege of deploy/: every read of the extender and the webhook goes through it.
+CONTROLLER_KCFG = controller_kubeconfig()
+DRIVER_MTLS = Driver(CA[0], CONTROLLER_KCFG)   # the extender as kube-scheduler reaches it: client certificates required
+DRIVER_TLS = Driver("", CONTROLLER_KCFG)       # the webhook as the API server reaches it: no client certificate
 
 
 @test
@@ -377,7 +403,7 @@ def t_mutate():
     p = pod("p", [{"name": "i", "csi": {"driver": DRV}}])
     p["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1"}}
     assert patch_of(d.post("/pod/mutate", review(p))[1]) == [
-        {"op": "add", "path": "/spec/containers/0/resources/requests/pmem-csi.intel.com~1scheduler", "value": "1"},
+        {"op": "add", "path": "/spec/containers/0/resources/requests/%s~1scheduler" % DRV, "value": "1"},
         {"op": "add", "path": "/spec/containers/0/resources/limits", "value": {RESOURCE: "1"}}]
     for vols in ([], [pvc_volume("now")], [pvc_volume("other")], [pvc_volume("not-yet-created")],
                  [{"name": "e", "emptyDir": {}}], [{"name": "i", "csi": {"driver": "other.example.com"}}]):
@@ -494,7 +520,8 @@ def scheduler_config(path, driver):
     assert cfg["kind"] == "KubeSchedulerConfiguration", cfg
     ext = cfg["extenders"][0]
     assert ext["urlPrefix"].startswith("https://") and ext["filterVerb"] == "filter", ext
-    assert ext["managedResources"] == [{"name": RESOURCE, "ignoredByScheduler": True}], ext
+    assert ext["managedResources"] == [{"name": "pmem-csi.intel.com/scheduler", "ignoredByScheduler": True}], ext
+    ext["managedResources"][0]["name"] = RESOURCE
     ext["urlPrefix"] = "https://127.0.0.1:%d" % driver.tls
     ext["tlsConfig"] = {"certFile": CLIENT[0], "keyFile": CLIENT[1], "caFile": CA[0], "serverName": "localhost"}
     cfg["clientConnection"] = {"kubeconfig": KCFG}
