@@ -622,6 +622,28 @@ def t_tls_rotation():
 
 
 @test
+def t_api_server_down():
+    """without the API server: the webhook lets PMEM pods through unmarked with a warning, /filter answers an error"""
+    dead = os.path.join(WORK, "dead.kubeconfig")
+    with open(CONTROLLER_KCFG) as f, open(dead, "w") as g:
+        g.write(re.sub(r"server: \S+", "server: https://127.0.0.1:%d" % free_port(), f.read()))
+    d = Driver("", dead)
+    try:
+        t0 = time.time()
+        code, body = d.post("/pod/mutate", review(pod("p", [pvc_volume("big")])))
+        res = json.loads(body)["response"]
+        assert code == 200 and res["allowed"] is True and "patch" not in res, body
+        assert "cannot check whether the pod uses PMEM" in res["warnings"][0], body
+        code, body = d.post("/filter", filter_args([pvc_volume("big")]))
+        assert code == 200 and "checking for unbound volumes" in json.loads(body)["Error"], body
+        # bounded by the client's limits (5 s, one retry), well below the webhook's 10 s timeout
+        print("# webhook and filter answered in %.1f s without an API server" % (time.time() - t0), flush=True)
+        assert d.get_plain("/status") == (200, "ok")
+    finally:
+        d.stop()
+
+
+@test
 def t_clean_stop():
     """both drivers stop cleanly on SIGTERM"""
     for d in (DRIVER_MTLS, DRIVER_TLS):
