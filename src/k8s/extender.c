@@ -406,7 +406,7 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 	struct pmem_demand d = {};
 	struct strbuf ok = STRBUF_INIT, failed = STRBUF_INIT, out = STRBUF_INIT;
 	bool by_name, first_ok = true, first_failed = true;
-	size_t n;
+	size_t n, fit = 0;
 	int r;
 
 	*ret_status = 400;
@@ -499,6 +499,7 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 			strbuf_append_json_string(&failed, why);
 			first_failed = false;
 		} else {
+			fit++;
 			strbuf_append_str(&ok, first_ok ? "" : ",");
 			if (by_name) {
 				strbuf_append_json_string(&ok, name);
@@ -530,7 +531,10 @@ int extender_filter(const struct k8s_getter *g, const char *driver, const char *
 		strbuf_free(&out);
 		return r;
 	}
-	log_v(4, "Extender: pod %s/%s needs %" PRIu64 " bytes in %u volume(s): %s",
+	log_v(3, "Extender: pod %s/%s needs %" PRIu64 " bytes in %u new volume(s): %zu of %zu node(s) fit",
+	      path_str(pod, "metadata", "namespace", NULL) ?: "", path_str(pod, "metadata", "name", NULL), d.total,
+	      d.volumes, fit, n);
+	log_v(5, "Extender: pod %s/%s needs %" PRIu64 " bytes in %u volume(s): %s",
 	      path_str(pod, "metadata", "namespace", NULL) ?: "", path_str(pod, "metadata", "name", NULL), d.total,
 	      d.volumes, strbuf_str(&out));
 	*ret_len = strbuf_len(&out);
