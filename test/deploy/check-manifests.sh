@@ -45,7 +45,7 @@ fi
 
 # 1. Generated manifests up to date, overlays build.
 run "deploy/generate.sh --check: deploy/generated matches deploy/kustomize" bash deploy/generate.sh --check
-for o in lvm direct lvm-testing direct-testing examples/kubelet-dir examples/node-selector examples/scheduler; do
+for o in lvm direct lvm-testing direct-testing examples/kubelet-dir examples/node-selector; do
     run "kubectl kustomize deploy/kustomize/$o" kubectl kustomize "deploy/kustomize/$o"
 done
 if kubectl kustomize deploy/kustomize/examples/kubelet-dir 2>/dev/null | grep -q /var/lib/kubelet; then
@@ -53,6 +53,8 @@ if kubectl kustomize deploy/kustomize/examples/kubelet-dir 2>/dev/null | grep -q
 else
     result ok "examples/kubelet-dir replaces every /var/lib/kubelet path"
 fi
+# The scheduler extender component (deploy/kustomize/components/scheduler), applied to LVM.
+run "kubectl kustomize deploy/kustomize/examples/scheduler" kubectl kustomize deploy/kustomize/examples/scheduler
 
 # 2. YAML and content checks (python3-yaml).
 PY=/usr/bin/python3
