@@ -55,6 +55,8 @@ if kubectl kustomize deploy/kustomize/examples/kubelet-dir 2>/dev/null | grep -q
 else
     result ok "examples/kubelet-dir replaces every /var/lib/kubelet path"
 fi
+# The scheduler extender component (deploy/kustomize/components/scheduler), applied to LVM.
+run "kubectl kustomize deploy/kustomize/examples/scheduler" kubectl kustomize deploy/kustomize/examples/scheduler
 
 # 2. YAML and content checks (python3-yaml).
 PY=/usr/bin/python3
