@@ -7,6 +7,7 @@ same sources as the plain install (one source of truth):
       Deployment (spec unchanged), the Role's rules (permissions) and the ClusterRole's
       rules (clusterPermissions), for its ServiceAccount;
   deploy/crd/*.yaml                        ->  manifests/ (copied) and the CSV's owned CRDs;
+  deploy/operator's Services               ->  manifests/ (without a namespace: OLM sets it);
   meson.build's version                    ->  the CSV's name and version.
 
 Writes deploy/olm/bundle/{manifests,metadata}. --check: compare instead of writing,
@@ -124,6 +125,11 @@ def render():
              "metadata/annotations.yaml": dump(annotations)}
     for name, (text, _) in crds.items():
         files["manifests/" + name] = text  # byte for byte: the CRD is the CRD
+    # Services (the metrics Service): OLM installs them from the bundle into its namespace.
+    for svc in [d for d in op if d["kind"] == "Service"]:
+        svc = json.loads(json.dumps(svc))
+        svc["metadata"].pop("namespace", None)
+        files["manifests/%s_v1_service.yaml" % svc["metadata"]["name"]] = dump(svc)
     return files
 
 

@@ -35,6 +35,7 @@
 #include "k8s/k8s.h"
 #include "leader.h"
 #include "manifest.h"
+#include "metrics.h"
 #include "reconcile.h"
 
 #ifndef PMEM_CSI_VERSION
@@ -419,6 +420,7 @@ static int start_watches(struct k8s_client *c, const char *ns, unsigned resync_s
 		{ "/apis/apps/v1", "daemonsets" },
 		{ "/apis/apps/v1", "deployments" },
 		{ "/api/v1", "serviceaccounts" },
+		{ "/api/v1", "secrets" }, /* the driver certificates (certs.c) */
 		{ "/apis/rbac.authorization.k8s.io/v1", "roles" },
 		{ "/apis/rbac.authorization.k8s.io/v1", "rolebindings" },
 	};
@@ -565,11 +567,39 @@ static char *identity(void)
 	return xasprintf("%s_%s", pod, hex);
 }
 
+/*
+ * The metrics endpoint. A failure to listen on an address given with -metrics-addr is
+ * fatal; on the default :8080 (which something else on the host may hold, e.g. a
+ * second operator outside a pod) it is logged and the operator runs without it.
+ */
+static int setup_metrics(struct operator *op, const char *addr, bool given)
+{
+	uint16_t port = 0;
+	int r;
+
+	if (!*addr || streq_ptr(addr, "0"))
+		return 0;
+	r = operator_metrics_new(PMEM_CSI_VERSION, &op->metrics);
+	if (r < 0)
+		return log_error_errno(r, "Failed to set up the metrics: %m");
+	r = operator_metrics_serve(op->metrics, addr, &port);
+	if (r < 0) {
+		operator_metrics_free(TAKE_PTR(op->metrics));
+		if (given)
+			return log_error_errno(r, "Failed to serve metrics on -metrics-addr=%s: %m", addr);
+		log_warning_errno(r, "Cannot serve metrics on the default address %s: %m; running without metrics",
+				  addr);
+		return 0;
+	}
+	log_info("Serving metrics on %s (port %u), path /metrics", addr, (unsigned)port);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: pmem-csi-operator [-kubeconfig=PATH] [-namespace=NS] [-image=IMAGE] "
-			"[-resync=SECONDS] [-leader-election=true|false] [-v=N] [-logging-format=text|json] "
-			"[-version]\n");
+			"[-resync=SECONDS] [-metrics-addr=ADDR] [-leader-election=true|false] [-v=N] "
+			"[-logging-format=text|json] [-version]\n");
 }
 
 int main(int argc, char **argv)
@@ -579,6 +609,9 @@ int main(int argc, char **argv)
 	_cleanup_free_ char *err = NULL, *own = NULL, *id = NULL;
 	struct k8s_client *lease_client = NULL;
 	struct operator op = {};
+	/* 1.x's flag and default; "0" (or empty) turns the endpoint off. */
+	const char *metrics_addr = ":8080";
+	bool metrics_addr_given = false;
 	bool elect = true;
 	unsigned resync = 60;
 	int v = 3, r;
@@ -600,6 +633,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			resync = (unsigned)n;
+		} else if (startswith(a, "-metrics-addr=")) {
+			metrics_addr = a + 14;
+			metrics_addr_given = true;
 		} else if (streq_ptr(a, "-leader-election") || streq_ptr(a, "-leader-election=true"))
 			elect = true;
 		else if (streq_ptr(a, "-leader-election=false"))
@@ -643,6 +679,12 @@ int main(int argc, char **argv)
 		image = own = own_image(op.client, ns);
 	op.namespace = ns;
 	op.default_image = image;
+	r = setup_metrics(&op, metrics_addr, metrics_addr_given);
+	if (r < 0) {
+		k8s_client_free(op.client);
+		jv_unref(op.manifest);
+		return 1;
+	}
 	log_info("pmem-csi-operator %s: namespace %s, API server %s, driver image %s", PMEM_CSI_VERSION, ns,
 		 k8s_client_server(op.client), image ? image : "(from the manifest)");
 
@@ -659,6 +701,7 @@ int main(int argc, char **argv)
 		}
 		if (r < 0) {
 			log_error_errno(r, "Failed to start leader election: %s", err ? err : "");
+			operator_metrics_free(op.metrics);
 			k8s_client_free(lease_client);
 			k8s_client_free(op.client);
 			jv_unref(op.manifest);
@@ -672,6 +715,7 @@ int main(int argc, char **argv)
 		work(&op);
 	/* Watch threads still hold op.client: leave it and the manifest to the process exit. */
 	leader_stop(op.leader);
+	operator_metrics_free(op.metrics);
 	log_info("pmem-csi-operator stopped");
 	return r < 0 ? 1 : 0;
 }

@@ -28,11 +28,13 @@
 #include "basic/macro.h"
 #include "basic/strbuf.h"
 #include "basic/strutil.h"
+#include "certs.h"
 #include "events.h"
 #include "json/json.h"
 #include "k8s/k8s.h"
 #include "leader.h"
 #include "manifest.h"
+#include "metrics.h"
 #include "reconcile.h"
 
 #define RUNNING_REASON "Driver deployed successfully"
@@ -271,7 +273,12 @@ static void component(struct strbuf *b, struct operator *op, const char *what, c
 	strbuf_append_str(b, "}");
 }
 
-static int write_status(struct operator *op, const char *name, const char *prefix, int failed, const char *reason)
+/*
+ * certs: the conditions CertsVerified and CertsReady (NULL: none). components_only: a
+ * status refresh; phase, reason and conditions stay as they are (a merge patch).
+ */
+static int write_status(struct operator *op, const char *name, const char *prefix, int failed, const char *reason,
+			const struct operator_certs_status *certs, bool components_only)
 {
 	_cleanup_free_ char *ename = k8s_path_escape(name), *path = NULL, *err = NULL, *dpath = NULL,
 			    *npath = NULL, *ens = k8s_path_escape(op->namespace);
@@ -287,13 +294,20 @@ static int write_status(struct operator *op, const char *name, const char *prefi
 	npath = xasprintf("/apis/apps/v1/namespaces/%s/daemonsets/%s-node", ens, prefix);
 	if (!path || !dpath || !npath)
 		return -ENOMEM;
-	strbuf_appendf(&b, "{\"status\":{\"phase\":\"%s\",\"lastUpdated\":\"%s\",\"reason\":",
-		       failed ? "Failed" : "Running", ts);
-	strbuf_append_json_string(&b, reason);
-	strbuf_appendf(&b, ",\"conditions\":[{\"type\":\"DriverDeployed\",\"status\":\"%s\",\"lastUpdateTime\":\"%s\","
-			   "\"reason\":", failed ? "False" : "True", ts);
-	strbuf_append_json_string(&b, reason);
-	strbuf_append_str(&b, "}],\"driverComponents\":[");
+	if (components_only)
+		strbuf_appendf(&b, "{\"status\":{\"lastUpdated\":\"%s\"", ts);
+	else {
+		strbuf_appendf(&b, "{\"status\":{\"phase\":\"%s\",\"lastUpdated\":\"%s\",\"reason\":",
+			       failed ? "Failed" : "Running", ts);
+		strbuf_append_json_string(&b, reason);
+		strbuf_append_str(&b, ",\"conditions\":[");
+		operator_certs_conditions(certs, ts, &b); /* CertsVerified, CertsReady */
+		strbuf_appendf(&b, "{\"type\":\"DriverDeployed\",\"status\":\"%s\",\"lastUpdateTime\":\"%s\","
+				   "\"reason\":", failed ? "False" : "True", ts);
+		strbuf_append_json_string(&b, reason);
+		strbuf_append_str(&b, "}]");
+	}
+	strbuf_append_str(&b, ",\"driverComponents\":[");
 	if (!failed) {
 		component(&b, op, "Controller", dpath, false, ts);
 		strbuf_append_str(&b, ",");
@@ -633,7 +647,7 @@ int operator_refresh_status(struct operator *op, const struct jv *cr)
 		if (*p == '.')
 			*p = '-';
 	log_v(4, "PmemCSIDeployment '%s': refreshing the component status", name);
-	return write_status(op, name, prefix, 0, RUNNING_REASON);
+	return write_status(op, name, prefix, 0, NULL, NULL, true);
 }
 
 static void emit(struct operator *op, const struct jv *cr, const char *type, const char *reason, const char *msg)
@@ -642,7 +656,7 @@ static void emit(struct operator *op, const struct jv *cr, const char *type, con
 		(void)operator_event(op->client, cr, type, reason, msg);
 }
 
-int operator_reconcile(struct operator *op, const struct jv *cr)
+static int reconcile_cr(struct operator *op, const struct jv *cr)
 {
 	const char *name = meta_string(cr, "name");
 	const struct jv *status = jv_object_get(cr, "status");
@@ -651,6 +665,8 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 	struct operator_ctx ctx = { .namespace = op->namespace, .default_image = op->default_image };
 	_cleanup_(jv_unrefp) struct jv *objs = NULL;
 	_cleanup_free_ char *err = NULL, *prefix = NULL, *reason = NULL;
+	_cleanup_(operator_certs_status_clear) struct operator_certs_status certs = { .verified = -1, .ready = -1 };
+	const struct operator_certs_status *have_certs = NULL;
 	struct jv **live = NULL;
 	size_t n = 0;
 	int r;
@@ -690,6 +706,17 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 	r = check(op, cr, objs, live, &reason);
 	if (r < 0)
 		goto fail;
+	/* Certificates next: given ones that do not verify leave everything as it was. */
+	have_certs = &certs;
+	free(err);
+	err = NULL;
+	r = operator_certs_reconcile(op, cr, &certs, &err);
+	if (r >= 0)
+		r = operator_certs_mount(objs, prefix);
+	if (r < 0) {
+		reason = xasprintf("%s", err ? err : strerror(-r));
+		goto fail;
+	}
 
 	for (size_t i = 0; i < n; i++) {
 		struct jv *o = jv_array_get(objs, i);
@@ -713,7 +740,7 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 		}
 		free(err);
 		err = NULL;
-		r = k8s_apply(op->client, path, OPERATOR_FIELD_MANAGER, body, NULL, &err);
+		r = operator_metrics_apply(op->metrics, op->client, path, OPERATOR_FIELD_MANAGER, body, NULL, &err);
 		if (r < 0) {
 			reason = xasprintf("failed to apply %s: %s", path, err ? err : strerror(-r));
 			goto fail;
@@ -727,7 +754,7 @@ int operator_reconcile(struct operator *op, const struct jv *cr)
 	}
 	if (!streq_ptr(prev_phase, "Running"))
 		emit(op, cr, "Normal", OPERATOR_EVENT_RUNNING, "Driver deployment successful");
-	(void)write_status(op, name, prefix, 0, RUNNING_REASON);
+	(void)write_status(op, name, prefix, 0, RUNNING_REASON, have_certs, false);
 	r = 0;
 	goto out;
 
@@ -738,11 +765,25 @@ fail:
 	if (leader_is_leading(op->leader)) {
 		if (!streq_ptr(prev_phase, "Failed") || !streq_ptr(prev_reason, reason))
 			emit(op, cr, "Warning", OPERATOR_EVENT_FAILED, reason ? reason : "failed");
-		(void)write_status(op, name, prefix, r, reason ? reason : "failed");
+		(void)write_status(op, name, prefix, r, reason ? reason : "failed", have_certs, false);
 	}
 out:
 	for (size_t i = 0; live && i < n; i++)
 		jv_unref(live[i]);
 	free(live);
+	return r;
+}
+
+int operator_reconcile(struct operator *op, const struct jv *cr)
+{
+	struct timespec a, b;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = reconcile_cr(op, cr);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (r != -ECANCELED) /* not the leader: nothing was reconciled */
+		operator_metrics_reconciled(op->metrics, cr, r,
+					    (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
 	return r;
 }

@@ -108,6 +108,17 @@ def owned_crd():
     return p
 
 
+def services():
+    p = []
+    for svc in [d for d in op if d["kind"] == "Service"]:
+        path = os.path.join(B, "manifests", "%s_v1_service.yaml" % svc["metadata"]["name"])
+        if not os.path.exists(path):
+            p.append("Service %s not in the bundle" % svc["metadata"]["name"])
+        elif load(path)[0]["spec"] != svc["spec"]:
+            p.append("Service %s differs from deploy/operator's" % svc["metadata"]["name"])
+    return p
+
+
 def annotations():
     a = load(os.path.join(B, "metadata/annotations.yaml"))[0]["annotations"]
     want = {"operators.operatorframework.io.bundle.mediatype.v1": "registry+v1",
@@ -127,4 +138,5 @@ check("the CSV: kind, name and version (meson.build), install modes, alm-example
 check("install strategy deployment == deploy/operator's Deployment", deployment)
 check("permissions and clusterPermissions == deploy/operator's Role and ClusterRole", permissions)
 check("owned CRD listed and shipped unchanged", owned_crd)
+check("deploy/operator's Services shipped in manifests/", services)
 check("metadata/annotations.yaml: mediatype, manifests, metadata, package, channels", annotations)

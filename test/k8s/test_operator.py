@@ -3,19 +3,25 @@
 kube-controller-manager (the garbage collector and the workload controllers):
 the CRD, a CR turned into deploy/generated's objects owned by the CR, a CR change
 reaching the DaemonSet, a field set by someone else surviving a reconcile, invalid
-CRs refused by the schema, and deleting the CR removing everything.
+CRs refused by the schema, and deleting the CR removing everything. Certificates:
+generated ones in Secrets made once and reused, given ones verified, bad ones ->
+Failed with the reason and nothing applied. Metrics scraped over HTTP.
 
 usage: test_operator.py BUILDDIR KUBEDIR   (KUBEDIR from test/k8s/apiserver.sh)
 Environment: KUBE_CONTROLLER_MANAGER (default: kube-controller-manager beside
 $KUBE_APISERVER). Without it the tests that need it are skipped (failed when CI=true).
 Prints ok/FAIL/SKIP lines and "N passed, N failed, N skipped".
 """
+import base64
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 
 import yaml
 
@@ -29,6 +35,7 @@ PREFIX = "pmem-csi-intel-com"
 results = [0, 0, 0]
 procs = []
 operators = []  # the operator processes of procs
+metrics_ports = []  # -metrics-addr port of each operator started, in order
 
 
 def kubectl(*args, input=None, check=True):
@@ -92,7 +99,7 @@ RESOURCE = {"ServiceAccount": "serviceaccounts", "Role": "roles.rbac.authorizati
             "ClusterRole": "clusterroles.rbac.authorization.k8s.io",
             "ClusterRoleBinding": "clusterrolebindings.rbac.authorization.k8s.io",
             "Deployment": "deployments.apps", "DaemonSet": "daemonsets.apps",
-            "CSIDriver": "csidrivers.storage.k8s.io"}
+            "CSIDriver": "csidrivers.storage.k8s.io", "Secret": "secrets"}
 
 
 def live(obj):
@@ -157,9 +164,18 @@ def t_invalid():
     assert not (get("pmemcsideployments") or {}).get("items"), "an invalid CR was stored"
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_operator():
     log = open(os.path.join(KDIR, "operator.log"), "w")
-    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=5", "-v=4"],
+    port = free_port()
+    metrics_ports.append(port)
+    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=5", "-v=4",
+                          "-metrics-addr=127.0.0.1:%d" % port],
                          stdout=log, stderr=subprocess.STDOUT)
     procs.append(p)
     operators.append(p)
@@ -185,7 +201,7 @@ def t_created():
     kubectl("apply", "-f", "-", input=cr({}))
     st = wait("status Running", lambda: ((get("pmemcsideployment", CR) or {}).get("status") or {})
               .get("phase") == "Running" and get("pmemcsideployment", CR)["status"])
-    assert [c["type"] for c in st["conditions"]] == ["DriverDeployed"], st
+    assert [c["type"] for c in st["conditions"]] == ["CertsReady", "DriverDeployed"], st
     assert {c["component"] for c in st["driverComponents"]} == {"Controller", "Node"}, st
     uid = get("pmemcsideployment", CR)["metadata"]["uid"]
     for obj in manifest():
@@ -195,8 +211,25 @@ def t_created():
         assert [(r["kind"], r["uid"], r.get("controller")) for r in refs] == [("PmemCSIDeployment", uid, True)], refs
 
 
+CERT_VOLUMES = ("registry-cert", "node-cert")
+
+
+def strip_certs(o):
+    """o without the certificate volumes and mounts the operator adds (as 1.x did)."""
+    pod = o.get("spec", {}).get("template", {}).get("spec")
+    if not pod:
+        return o
+    if "volumes" in pod:
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in CERT_VOLUMES]
+    for c in pod.get("containers", []):
+        if "volumeMounts" in c:
+            c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] not in CERT_VOLUMES]
+    return o
+
+
 def t_equal_to_generated(mode="lvm"):
-    """The default CR's objects are deploy/generated's (namespace and ownerReferences aside)."""
+    """The default CR's objects are deploy/generated's (namespace, ownerReferences and
+    the certificate mounts aside)."""
     for obj in manifest(mode):
         want = json.loads(json.dumps(obj))
         if "namespace" in want["metadata"]:
@@ -204,7 +237,7 @@ def t_equal_to_generated(mode="lvm"):
         for s in want.get("subjects", []):
             if "namespace" in s:
                 s["namespace"] = NS
-        o = live(obj)
+        o = strip_certs(live(obj))
         d = subset(want, o)
         assert not d, "%s %s differs: %s" % (obj["kind"], obj["metadata"]["name"], d)
 
@@ -230,9 +263,256 @@ def t_others_fields_survive():
     assert sa["metadata"]["labels"].get("example.org/team") == "ops", sa["metadata"]
 
 
+# ---- certificates and metrics ----
+
+def scrape(port=None):
+    """{(name, ((label, value), ...)): value} and the TYPE of each family."""
+    port = port or metrics_ports[0]
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        assert r.status == 200, r.status
+        text = r.read().decode()
+    samples, types = {}, {}
+    for line in text.splitlines():
+        m = re.match(r"# TYPE (\S+) (\S+)$", line)
+        if m:
+            types[m.group(1)] = m.group(2)
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        assert m, "not a sample line: %r" % line
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples, types
+
+
+def sample(samples, metric, **labels):
+    """The value of the series of metric whose labels include labels, or None."""
+    for (n, ls), v in samples.items():
+        if n == metric and all((k, v2) in ls for k, v2 in labels.items()):
+            return v
+    return None
+
+
+def reconciles(name=CR):
+    return sample(scrape()[0], "pmem_csi_deployment_reconcile", name=name) or 0
+
+
+def secret(name):
+    return get("secret", name, "-n", NS)
+
+
+def openssl(*args, input=None):
+    p = subprocess.run(["openssl"] + list(args), input=input, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, "openssl %s: %s" % (" ".join(args), p.stderr)
+    return p.stdout
+
+
+def check_tls_secret(name, cn, uid):
+    s = secret(name)
+    assert s, "Secret %s missing" % name
+    assert s["type"] == "kubernetes.io/tls", s["type"]
+    assert sorted(s["data"]) == ["ca.crt", "tls.crt", "tls.key"], sorted(s["data"])
+    refs = s["metadata"].get("ownerReferences", [])
+    assert [(r["kind"], r["uid"]) for r in refs] == [("PmemCSIDeployment", uid)], refs
+    pem = {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+    ca = os.path.join(KDIR, "check-ca.crt")
+    with open(ca, "w") as f:
+        f.write(pem["ca.crt"])
+    # Signed by the CA, issued for the name 1.x used, and the key is the certificate's.
+    assert openssl("verify", "-CAfile", ca, input=pem["tls.crt"]).strip().endswith("OK")
+    san = openssl("x509", "-noout", "-ext", "subjectAltName", input=pem["tls.crt"])
+    assert "DNS:%s" % cn in san, san
+    assert openssl("x509", "-noout", "-pubkey", input=pem["tls.crt"]) == \
+        openssl("pkey", "-pubout", input=pem["tls.key"])
+    return s
+
+
+def conditions(name=CR):
+    st = (get("pmemcsideployment", name) or {}).get("status") or {}
+    return {c["type"]: (c["status"], c.get("reason", "")) for c in st.get("conditions", [])}
+
+
+def t_secrets():
+    """Generated once (a CA, pmem-registry and pmem-node-controller), reused by later
+    reconciles, regenerated when one is deleted; mounted at /certs as 1.x did."""
+    uid = get("pmemcsideployment", CR)["metadata"]["uid"]
+    reg = check_tls_secret("%s-registry-secrets" % PREFIX, "pmem-registry", uid)
+    node = check_tls_secret("%s-node-secrets" % PREFIX, "pmem-node-controller", uid)
+    assert reg["data"]["ca.crt"] == node["data"]["ca.crt"], "two CAs"
+    assert conditions()["CertsReady"] == ("True", "Driver certificates are available."), conditions()
+    assert "CertsVerified" not in conditions(), conditions()
+    # Mounted into the driver containers of the controller and the nodes.
+    for kind, name, vol, sec in [("deployment", "%s-controller" % PREFIX, "registry-cert", reg),
+                                 ("daemonset", "%s-node" % PREFIX, "node-cert", node)]:
+        pod = get(kind, name, "-n", NS)["spec"]["template"]["spec"]
+        assert {"name": vol, "secret": {"secretName": sec["metadata"]["name"], "defaultMode": 420}} in \
+            pod["volumes"], pod["volumes"]
+        c = [c for c in pod["containers"] if c["name"] == "pmem-driver"][0]
+        assert {"name": vol, "mountPath": "/certs", "readOnly": True} in c["volumeMounts"], c["volumeMounts"]
+    # Reused: two more reconciles (resync every 5 s) leave both Secrets as they were.
+    n = reconciles()
+    wait("two more reconciles", lambda: reconciles() >= n + 2, timeout=30)
+    for old in (reg, node):
+        now = secret(old["metadata"]["name"])
+        assert now["data"] == old["data"], "%s regenerated" % old["metadata"]["name"]
+        assert now["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"], \
+            "%s rewritten" % old["metadata"]["name"]
+    # One deleted: a new set (the CA key is not kept, as in 1.x), both Secrets again.
+    kubectl("delete", "secret", "%s-node-secrets" % PREFIX, "-n", NS)
+    wait("the node Secret back", lambda: secret("%s-node-secrets" % PREFIX), timeout=30)
+    reg2 = check_tls_secret("%s-registry-secrets" % PREFIX, "pmem-registry", uid)
+    node2 = check_tls_secret("%s-node-secrets" % PREFIX, "pmem-node-controller", uid)
+    assert reg2["data"]["ca.crt"] == node2["data"]["ca.crt"] != reg["data"]["ca.crt"]
+
+
+def t_metrics():
+    """1.x's pmem_csi_deployment_* and controller-runtime's reconcile metrics over HTTP."""
+    samples, types = scrape()
+    uid = get("pmemcsideployment", CR)["metadata"]["uid"]
+    for name, typ in [("pmem_csi_deployment_reconcile", "counter"),
+                      ("pmem_csi_deployment_sub_resource_created_at", "gauge"),
+                      ("controller_runtime_reconcile_total", "counter"),
+                      ("controller_runtime_reconcile_errors_total", "counter"),
+                      ("controller_runtime_reconcile_time_seconds", "histogram"),
+                      ("build_info", "gauge"), ("process_start_time_seconds", "gauge")]:
+        assert types.get(name) == typ, "%s: TYPE %s" % (name, types.get(name))
+    r0 = sample(samples, "pmem_csi_deployment_reconcile", name=CR, uid=uid)
+    assert r0 and r0 >= 1, r0
+    # Every object of the CR was created by us, labelled as 1.x labels it.
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    t = sample(samples, "pmem_csi_deployment_sub_resource_created_at", name="%s-node" % PREFIX, namespace=NS,
+               group="apps", version="v1", kind="DaemonSet", uid=ds["metadata"]["uid"], ownedBy=uid)
+    assert t and abs(t - time.time()) < 600, t
+    for obj in manifest():
+        o = live(obj)
+        assert sample(samples, "pmem_csi_deployment_sub_resource_created_at", uid=o["metadata"]["uid"]), \
+            "no created_at for %s %s" % (obj["kind"], obj["metadata"]["name"])
+    ok0 = sample(samples, "controller_runtime_reconcile_total", controller="deployment-controller",
+                 result="success")
+    c0 = sample(samples, "controller_runtime_reconcile_time_seconds_count", controller="deployment-controller")
+    # The counters move with the resync.
+    wait("the reconcile counter to move", lambda: reconciles() > r0, timeout=30)
+    samples = scrape()[0]
+    assert sample(samples, "controller_runtime_reconcile_total", controller="deployment-controller",
+                  result="success") > ok0
+    assert sample(samples, "controller_runtime_reconcile_time_seconds_count",
+                  controller="deployment-controller") > c0
+
+
+def t_metrics_updated():
+    """The CR change of the earlier test updated the DaemonSet: updated_at is set for it."""
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    t = sample(scrape()[0], "pmem_csi_deployment_sub_resource_updated_at", kind="DaemonSet",
+               uid=ds["metadata"]["uid"])
+    assert t and abs(t - time.time()) < 600, t
+
+
+CR2 = "certs.example.org"  # its own nodes: not the default CR's
+PREFIX2 = "certs-example-org"
+
+
+def given_spec(**override):
+    """The certificates of the default CR's Secrets, as a second CR's spec fields (base64 PEM, as 1.x)."""
+    reg = secret("%s-registry-secrets" % PREFIX)["data"]
+    node = secret("%s-node-secrets" % PREFIX)["data"]
+    spec = {"nodeSelector": {"example.org/certs": "yes"}, "caCert": reg["ca.crt"],
+            "registryCert": reg["tls.crt"], "registryKey": reg["tls.key"],
+            "nodeControllerCert": node["tls.crt"], "nodeControllerKey": node["tls.key"]}
+    spec.update(override)
+    return spec
+
+
+def phase(name):
+    return ((get("pmemcsideployment", name) or {}).get("status") or {}).get("phase")
+
+
+def t_given_certs():
+    """Given certificates verified and used; bad ones -> Failed with the reason, nothing applied."""
+    kubectl("apply", "-f", "-", input=cr(given_spec(), name=CR2))
+    wait("%s Running" % CR2, lambda: phase(CR2) == "Running")
+    assert conditions(CR2)["CertsVerified"] == ("True", "Driver certificates validated."), conditions(CR2)
+    assert conditions(CR2)["CertsReady"][0] == "True", conditions(CR2)
+    spec = given_spec()
+    s = secret("%s-registry-secrets" % PREFIX2)["data"]
+    assert (s["ca.crt"], s["tls.crt"], s["tls.key"]) == (spec["caCert"], spec["registryCert"], spec["registryKey"])
+    s = secret("%s-node-secrets" % PREFIX2)["data"]
+    assert (s["tls.crt"], s["tls.key"]) == (spec["nodeControllerCert"], spec["nodeControllerKey"])
+    ds_before = get("daemonset", "%s-node" % PREFIX2, "-n", NS)
+    sec_before = secret("%s-registry-secrets" % PREFIX2)
+    errors0 = sample(scrape()[0], "controller_runtime_reconcile_errors_total", controller="deployment-controller")
+
+    # The node controller's key for the registry certificate, with a log level change:
+    # Failed, reason names the field, and neither the Secret nor the DaemonSet changes.
+    bad = given_spec(registryKey=spec["nodeControllerKey"], logLevel=6)
+    kubectl("apply", "-f", "-", input=cr(bad, name=CR2))
+    wait("%s Failed" % CR2, lambda: phase(CR2) == "Failed")
+    st = get("pmemcsideployment", CR2)["status"]
+    assert "spec.registryKey: the private key does not match the certificate in spec.registryCert" in \
+        st["reason"], st
+    assert conditions(CR2)["CertsVerified"][0] == "False" and "spec.registryKey" in conditions(CR2)["CertsVerified"][1]
+    assert conditions(CR2)["CertsReady"][0] == "False", conditions(CR2)
+    assert conditions(CR2)["DriverDeployed"][0] == "False", conditions(CR2)
+    n = reconciles(CR2)
+    wait("another reconcile of %s" % CR2, lambda: reconciles(CR2) > n, timeout=30)
+    ds = get("daemonset", "%s-node" % PREFIX2, "-n", NS)
+    assert ds["metadata"]["resourceVersion"] == ds_before["metadata"]["resourceVersion"], "DaemonSet changed"
+    assert "-v=6" not in ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert secret("%s-registry-secrets" % PREFIX2)["metadata"]["resourceVersion"] == \
+        sec_before["metadata"]["resourceVersion"], "Secret changed"
+    assert sample(scrape()[0], "controller_runtime_reconcile_errors_total",
+                  controller="deployment-controller") > errors0
+
+    # Base64 of something that is not PEM.
+    kubectl("apply", "-f", "-", input=cr(given_spec(caCert=base64.b64encode(b"not a certificate").decode()),
+                                         name=CR2))
+    wait("%s Failed for spec.caCert" % CR2, lambda: "spec.caCert: not a PEM certificate" in
+         ((get("pmemcsideployment", CR2) or {}).get("status") or {}).get("reason", ""))
+    # Not base64 at all: the schema (format: byte, as 1.x) refuses it, naming the field.
+    p = kubectl("apply", "-f", "-", input=cr(given_spec(caCert="%%% not base64"), name=CR2), check=False)
+    assert p.returncode != 0 and "spec.caCert" in p.stderr, p.stderr
+    # Incomplete.
+    inc = given_spec()
+    del inc["nodeControllerKey"]
+    kubectl("apply", "-f", "-", input=cr(inc, name=CR2))
+    wait("%s Failed as incomplete" % CR2, lambda: "missing: spec.nodeControllerKey" in
+         ((get("pmemcsideployment", CR2) or {}).get("status") or {}).get("reason", ""))
+
+    # Good ones again: Running, and the pending log level change arrives.
+    kubectl("apply", "-f", "-", input=cr(given_spec(logLevel=6), name=CR2))
+    wait("%s Running again" % CR2, lambda: phase(CR2) == "Running")
+    wait("-v=6 in %s's DaemonSet" % CR2, lambda: "-v=6" in ds_args("%s-node" % PREFIX2), timeout=30)
+
+    # A new CR with bad certificates gets nothing at all.
+    kubectl("apply", "-f", "-", input=cr(given_spec(registryKey=spec["nodeControllerKey"],
+                                                    nodeSelector={"example.org/fresh": "yes"}),
+                                         name="fresh.example.org"))
+    wait("fresh.example.org Failed", lambda: phase("fresh.example.org") == "Failed")
+    for kind, name in [("secret", "fresh-example-org-registry-secrets"), ("secret", "fresh-example-org-node-secrets"),
+                       ("daemonset", "fresh-example-org-node"), ("deployment", "fresh-example-org-controller"),
+                       ("serviceaccount", "fresh-example-org-controller")]:
+        assert get(kind, name, "-n", NS) is None, "%s %s exists" % (kind, name)
+    assert get("csidriver", "fresh.example.org") is None
+    kubectl("delete", "pmemcsideployment", "fresh.example.org", CR2)
+
+
+def t_operator_manifest():
+    """deploy/operator is accepted by the API server and serves metrics as 1.x's did."""
+    f = os.path.join(REPO, "deploy/operator/pmem-csi-operator.yaml")
+    # A server-side dry-run does not create the Namespace the other objects need.
+    kubectl("create", "namespace", "pmem-csi", check=False)
+    kubectl("apply", "--dry-run=server", "-f", f)
+    with open(f) as fh:
+        docs = [d for d in yaml.safe_load_all(fh) if d]
+    svc = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "pmem-csi-operator-metrics"]
+    assert svc and svc[0]["spec"]["ports"][0]["port"] == 8080, svc
+    c = [d for d in docs if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert "-metrics-addr=:8080" in c["args"] and {"name": "metrics", "containerPort": 8080} in c["ports"], c
+
+
 def t_delete():
     kubectl("delete", "pmemcsideployment", CR)
-    for obj in manifest():
+    for obj in manifest() + [{"kind": "Secret", "metadata": {"name": "%s-%s-secrets" % (PREFIX, n),
+                                                               "namespace": NS}} for n in ("registry", "node")]:
         wait("%s %s removed by the garbage collector" % (obj["kind"], obj["metadata"]["name"]),
              lambda: live(obj) is None, timeout=90)
 
@@ -268,8 +548,8 @@ def stop_operators():
 def start_replica(pod):
     log = open(os.path.join(KDIR, "operator-%s.log" % pod), "w")
     env = dict(os.environ, POD_NAME=pod)
-    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=300", "-v=4"],
-                         stdout=log, stderr=subprocess.STDOUT, env=env)
+    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + KCFG, "-namespace=" + NS, "-resync=300", "-v=4",
+                          "-metrics-addr=0"], stdout=log, stderr=subprocess.STDOUT, env=env)
     procs.append(p)
     operators.append(p)
     replicas[pod] = p
@@ -563,6 +843,12 @@ def main():
         test("default CR's objects equal deploy/generated's", t_equal_to_generated)
         test("CR change (logLevel, logFormat, labels) reaches the DaemonSet", t_change)
         test("fields set by others survive a reconcile", t_others_fields_survive)
+        test("certificates: generated once into Secrets, reused, mounted as 1.x did", t_secrets)
+        test("metrics over HTTP: 1.x's pmem_csi_deployment_*, controller-runtime's, counters move", t_metrics)
+        test("metrics: the CR change set sub_resource_updated_at", t_metrics_updated)
+        test("certificates given in the CR verified; bad ones -> Failed with the reason, nothing applied",
+             t_given_certs)
+        test("deploy/operator accepted by the API server, metrics Service and port as 1.x", t_operator_manifest)
         test("deleting the CR removes the objects (garbage collector)", t_delete, skip=no_cm)
         test("a direct-mode CR's objects equal deploy/generated/pmem-csi-direct.yaml's", t_direct,
              skip=no_cm)
