@@ -12,9 +12,10 @@
 #   --memmap SIZE@OFFSET                   add kernel param memmap=SIZE!OFFSET (legacy e820 pmem;
 #                                          OFFSET+SIZE must lie inside --mem, e.g. --mem 2G --memmap 512M@1G)
 #   --virtio-pmem SIZE[,file=PATH]         add a virtio-pmem-pci device (repeatable; the guest loads virtio_pmem)
-#   --cxl-pmem SIZE[,label=SZ]             add a CXL type-3 device with SIZE of persistent memory behind a
+#   --cxl-pmem SIZE[,label=SZ][,file=PATH] add a CXL type-3 device with SIZE of persistent memory behind a
 #                                          pxb-cxl host bridge and a fixed memory window (q35 machine;
-#                                          repeatable; the guest loads the cxl modules; label area default 256K)
+#                                          repeatable; the guest loads the cxl modules; label area default
+#                                          256K, in PATH.lsa with file=)
 #   --mem SIZE      guest RAM (default 1G)      --smp N     vCPUs (default: host cores, max 4)
 #   --rwdir DIR     share host DIR read-write at the same path (repeatable)
 #   --env VAR=VAL   set a variable for the command (repeatable)
@@ -211,13 +212,15 @@ c=0; cxltotal=0; CXLARGS=()
 for spec in "${CXLS[@]:-}"; do
     [ -n "$spec" ] || continue
     IFS=, read -r -a parts <<< "$spec"
-    size=${parts[0]}; lsa=256K
-    for p in "${parts[@]:1}"; do case "$p" in label=*) lsa=${p#label=} ;; esac; done
+    size=${parts[0]}; lsa=256K; file=""
+    for p in "${parts[@]:1}"; do case "$p" in label=*) lsa=${p#label=} ;; file=*) file=${p#file=} ;; esac; done
+    [ -n "$file" ] || file=$RUN/cxl$c.img
     bytes=$(to_bytes "$size")
-    truncate -s "$bytes" "$RUN/cxl$c.img"; truncate -s "$(to_bytes "$lsa")" "$RUN/cxl$c-lsa.img"
+    [ -e "$file" ] || truncate -s "$bytes" "$file"
+    [ -e "$file.lsa" ] || truncate -s "$(to_bytes "$lsa")" "$file.lsa"
     [ $c = 0 ] && CXLARGS+=(-device pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1)
-    CXLARGS+=(-object memory-backend-file,id=cxlmem$c,share=on,mem-path="$RUN/cxl$c.img",size="$bytes"
-              -object memory-backend-file,id=cxllsa$c,share=on,mem-path="$RUN/cxl$c-lsa.img",size="$(to_bytes "$lsa")"
+    CXLARGS+=(-object memory-backend-file,id=cxlmem$c,share=on,mem-path="$file",size="$bytes"
+              -object memory-backend-file,id=cxllsa$c,share=on,mem-path="$file.lsa",size="$(to_bytes "$lsa")"
               -device cxl-rp,port=$c,bus=cxl.1,id=cxlrp$c,chassis=0,slot=$((2 + c))
               -device cxl-type3,bus=cxlrp$c,memdev=cxlmem$c,lsa=cxllsa$c,id=cxlpmem$c)
     cxltotal=$((cxltotal + bytes)); c=$((c+1))
