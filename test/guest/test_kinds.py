@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_kinds.py - every kind of PMEM the test guest can emulate, in one boot.
 
-usage (in the guest of test/vm/run-kinds.sh): /usr/bin/python3 test/guest/test_kinds.py
+usage (in the guest of test/vm/run-kinds.sh): /usr/bin/python3 test/guest/test_kinds.py [GROUP-PATTERN...]
 
 The guest has, besides its RAM:
   - a label-less NVDIMM (no label area: one raw namespace spans it), and a second
@@ -29,6 +29,7 @@ The groups run in this order, each with its own driver:
 Prints ok/FAIL/SKIP lines and "N passed, N failed".
 """
 
+import errno
 import http.server
 import importlib.util
 import json
@@ -222,6 +223,23 @@ def write_read(testcase, target, kind):
     run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=False)
     with open(path, "rb") as f:
         testcase.assertEqual(f.read(), data, "%s: data read back differs" % kind)
+
+
+MAP_SHARED_VALIDATE, MAP_SYNC = 0x03, 0x80000
+
+
+def map_sync_works(path):
+    """mmap(MAP_SYNC) of a file: True, or the errno why not (virtio-pmem: EOPNOTSUPP)."""
+    import mmap
+    fd = os.open(path, os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 4096, flags=MAP_SHARED_VALIDATE | MAP_SYNC)
+        m.close()
+        return True
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
 
 
 def check_dax_mount(testcase, path, kind, device=None):
@@ -424,6 +442,17 @@ class LVMKinds(DriverTestCase):
         target = self.publish(vid, staging)
         check_dax_mount(self, target, kind, dev)
         write_read(self, target, kind)
+        # MAP_SYNC: granted where CPU cache flushes make data durable. virtio-pmem is
+        # "asynchronous" (durable only after fsync, a flush request to the host), and
+        # its own dax device refuses MAP_SYNC; through device-mapper on Linux 6.1 it
+        # was refused in one run and granted in another (a stale flag of a reused dax
+        # device?), so for virtio-pmem it is only reported (docs/install.md).
+        got = map_sync_works(os.path.join(target, "data"))
+        if kind == "virtio-pmem":
+            csitest.log("virtio-pmem: mmap(MAP_SYNC) %s" % ("granted" if got is True else
+                                                          "refused (%s)" % errno.errorcode.get(got, got)))
+        else:
+            self.assertEqual(got, True, "%s: mmap(MAP_SYNC) on a DAX file" % kind)
         self.unpublish(vid, target)
         self.unstage(vid, staging)
         self.delete(vid)
@@ -488,8 +517,10 @@ def main():
         run_suite.finish(0, 1)
     suite = unittest.TestSuite()
     loader = unittest.TestLoader()
+    patterns = sys.argv[1:]
     for g in GROUPS:
-        suite.addTests(loader.loadTestsFromTestCase(g))
+        if not patterns or any(p in g.group for p in patterns):
+            suite.addTests(loader.loadTestsFromTestCase(g))
     result = csitest.TapResult()
     suite.run(result)
     print("# kinds took %.0f s" % (time.monotonic() - t0), flush=True)

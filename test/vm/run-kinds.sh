@@ -4,7 +4,7 @@
 # CXL persistent memory (q35 with a pxb-cxl host bridge and a fixed memory window), plus
 # a label-less NVDIMM and a virtio-pmem device that hold someone's filesystem.
 #
-# usage: test/vm/run-kinds.sh BUILDDIR
+# usage: test/vm/run-kinds.sh BUILDDIR [GROUP-PATTERN...]   (e.g. convert: only kinds-convert)
 # Ends with "N passed, N failed"; exit status 0 when all passed, 124 on a VM timeout.
 # Environment: RESULTS_DIR (default BUILDDIR/test-results/kinds; emptied first),
 # PMEMVM_TIMEOUT (default 1200 s).
@@ -13,7 +13,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-BUILD=$(realpath "${1:?usage: $0 BUILDDIR}")
+BUILD=$(realpath "${1:?usage: $0 BUILDDIR [GROUP-PATTERN...]}"); shift
 if [ ! -x "$BUILD/pmem-csi-driver" ]; then
     echo "FAIL - kinds: driver binary $BUILD/pmem-csi-driver missing"; echo "0 passed, 1 failed"; exit 1
 fi
@@ -30,7 +30,7 @@ SUMMARY='^[0-9]+ passed, [0-9]+ failed'
     --memmap 512M@1G \
     --cxl-pmem 256M \
     --rwdir "$RESULTS" --env "PMEM_CSI_DRIVER=$BUILD/pmem-csi-driver" --env "RESULTS_DIR=$RESULTS" -- \
-    /usr/bin/python3 "$REPO/test/guest/test_kinds.py" 2>&1 \
+    /usr/bin/python3 "$REPO/test/guest/test_kinds.py" "$@" 2>&1 \
     | sed -u 's/\r$//' | grep --line-buffered -v '^\[ *[0-9.]*\] ' | tee "$CONSOLE" \
     | grep --line-buffered -Ev "$SUMMARY"
 rc=${PIPESTATUS[0]}
