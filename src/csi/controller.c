@@ -237,6 +237,12 @@ int csi_volume_create_locked(struct csi_call *c, struct csi_driver *d, const cha
 		if (r == -EEXIST)
 			/* Made by someone else since the check above. */
 			return ownership_foreign(c, d, id);
+		if (r == -EMEDIUMTYPE)
+			return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,
+					"direct mode cannot create volume %s: the PMEM of this node has no namespace labels "
+					"(label-less NVDIMM, memmap= or virtio-pmem), so it cannot hold a namespace per "
+					"volume; use LVM mode (after -mode=force-convert-raw-namespaces)",
+					id);
 		if (r == -ENOSPC) {
 			pmem_capacity(pm, &cap);
 			return csi_fail(c, CSI_CODE_RESOURCE_EXHAUSTED,

@@ -740,6 +740,17 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 		}
 		if (!regions[i].enabled)
 			continue;
+		if (regions[i].labelless && !pmem_lvm_vg_in(pvs, n_pvs, vg)) {
+			/* No "pmem-csi" namespace can be made there: the one namespace it
+			 * has may hold someone's data, so only the explicit conversion
+			 * (node setup, as in intel/pmem-csi 1.x) hands it to LVM. */
+			char hbuf[32];
+			log_warning("%s/%s (%s, %s) has no namespace labels and is not in volume group %s: LVM mode "
+				    "uses it after -mode=force-convert-raw-namespaces",
+				    regions[i].bus, regions[i].region, pmem_ndctl_region_kind(&regions[i]),
+				    format_bytes(hbuf, sizeof(hbuf), regions[i].size), vg);
+			continue;
+		}
 		r = setup_vg(&regions[i], pvs, n_pvs, pmem_lvm_vg_in(pvs, n_pvs, vg));
 		if (r < 0)
 			goto out;
