@@ -14,6 +14,7 @@ PKGS=(
     meson ninja-build pkg-config gcc clang
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
     libndctl-dev libdaxctl-dev libjansson-dev libblkid-dev libmicrohttpd-dev libcurl4-openssl-dev libyaml-dev
+    libgnutls28-dev  # the operator's certificates (also pulled in by libmicrohttpd-dev)
     # checks: valgrind, LeakSanitizer/UBSan runtime for clang
     valgrind libclang-rt-14-dev
     # run time (the tools the driver executes) and the Python gRPC test client
@@ -23,6 +24,8 @@ PKGS=(
     qemu-system-x86 busybox-static kmod xz-utils zstd bc
     # tests against a real API server (test/k8s/apiserver.sh): etcd, certificates, readiness
     etcd-server openssl curl
+    # promtool, for the alert rules of deploy/monitoring (test/deploy/check_monitoring.py)
+    prometheus
 )
 
 missing=()

@@ -159,7 +159,7 @@ grep -aE '^(FAIL|SKIP) - ' "$LOG/docs.log" | sed 's/^/    /'
 absorb "documentation against the code" "$LOG/docs.log" $rc
 
 if [ "${SKIP_VM:-0}" = 1 ]; then
-    for t in "in-guest CSI suite" "Kata images as NVDIMMs" "raw namespace conversion" \
+    for t in "in-guest CSI suite" "Kata images as NVDIMMs" "raw namespace conversion" "kinds of PMEM" \
              "csi-sanity (lvm mode)" "csi-sanity (direct mode)"; do
         result skip "$t" "SKIP_VM=1"
     done
@@ -176,6 +176,12 @@ else
     bash test/vm/run-convert.sh build >"$LOG/convert.log" 2>&1; rc=$?
     grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/convert.log" | sed 's/^/    /'
     absorb "raw namespace conversion" "$LOG/convert.log" $rc
+    echo "== every kind of PMEM: label-less NVDIMM, memmap=, virtio-pmem, CXL (one guest)"
+    t=$(date +%s)
+    bash test/vm/run-kinds.sh build >"$LOG/kinds.log" 2>&1; rc=$?
+    grep -aE '^(ok|FAIL|SKIP) - ' "$LOG/kinds.log" | sed 's/^/    /'
+    echo "    ($(( $(date +%s) - t )) s)"
+    absorb "kinds of PMEM" "$LOG/kinds.log" $rc
     for mode in lvm direct; do
         if [ -n "${CSI_SANITY:-}" ] && [ -x "$CSI_SANITY" ]; then
             echo "== csi-sanity ($mode mode, in the guest)"

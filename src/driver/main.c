@@ -42,6 +42,7 @@ struct options {
 	const char *node_selector;
 	const char *kubeconfig;
 	const char *logging_format;
+	const char *scheduler_listen, *insecure_scheduler_listen, *ca_file, *cert_file, *key_file;
 	int reschedule_seconds;
 	int pmem_percentage;
 	int verbosity;
@@ -375,6 +376,7 @@ static int run_node(const struct options *o)
 	dcfg.version = PMEM_CSI_VERSION;
 	dcfg.node_id = o->nodeid;
 	dcfg.state_dir = state_dir;
+	dcfg.device_mode = o->device_manager;
 	r = csi_driver_new(&dcfg, &driver);
 	if (r < 0)
 		return log_error_errno(r, "Failed to set up the driver: %m");
@@ -447,6 +449,10 @@ int main(int argc, char **argv)
 		.metrics_path = "/metrics",
 		.logging_format = "text",
 		.pmem_percentage = 100,
+		/* 1.0's defaults; its deployments set all three. */
+		.ca_file = "ca.pem",
+		.cert_file = "pmem-controller.pem",
+		.key_file = "pmem-controller-key.pem",
 	};
 	const struct flag flags[] = {
 		{ "drivername", FLAG_STRING, &o.drivername, "name of the driver (default \"pmem-csi.intel.com\")", NULL },
@@ -464,12 +470,12 @@ int main(int argc, char **argv)
 		{ "logging-format", FLAG_STRING, &o.logging_format, "Sets the log format. Permitted formats: \"json\", \"text\". (default \"text\")", NULL },
 		{ "v", FLAG_INT, &o.verbosity, "number for the log level verbosity", NULL },
 		{ "version", FLAG_BOOL, &o.version, "display version information and exit", NULL },
+		{ "schedulerListen", FLAG_STRING, &o.scheduler_listen, "-mode=webhooks: HTTPS listen address (like :8000) for scheduler extender and mutating webhook, disabled by default (needs certFile, keyFile; caFile: client certificates required)", NULL },
+		{ "insecureSchedulerListen", FLAG_STRING, &o.insecure_scheduler_listen, "-mode=webhooks: HTTP listen address (like :8001) for scheduler extender and mutating webhook, disabled by default (does not use TLS config)", NULL },
+		{ "caFile", FLAG_STRING, &o.ca_file, "-schedulerListen: root CA certificate file for verifying clients; empty: no client certificate asked for (default \"ca.pem\")", NULL },
+		{ "certFile", FLAG_STRING, &o.cert_file, "-schedulerListen: certificate file (PEM) of the HTTPS server (default \"pmem-controller.pem\")", NULL },
+		{ "keyFile", FLAG_STRING, &o.key_file, "-schedulerListen: private key file (PEM) for the certificate (default \"pmem-controller-key.pem\")", NULL },
 		/* Accepted for compatibility with upstream deployments; no effect. */
-		{ "caFile", FLAG_IGNORED, NULL, NULL, NULL },
-		{ "certFile", FLAG_IGNORED, NULL, NULL, NULL },
-		{ "keyFile", FLAG_IGNORED, NULL, NULL, NULL },
-		{ "schedulerListen", FLAG_IGNORED, NULL, NULL, NULL },
-		{ "insecureSchedulerListen", FLAG_IGNORED, NULL, NULL, NULL },
 		{ "kube-api-qps", FLAG_IGNORED, NULL, NULL, NULL },
 		{ "kube-api-burst", FLAG_IGNORED, NULL, NULL, NULL },
 		/* klog's flags (klog.InitFlags in 1.1): accepted, values checked, not applied. */
@@ -508,6 +514,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pmem-csi-driver: -drivername and -nodeid must not be empty\n");
 		return 2;
 	}
+	if (((o.scheduler_listen && *o.scheduler_listen) || (o.insecure_scheduler_listen && *o.insecure_scheduler_listen)) &&
+	    !streq_ptr(o.mode, "webhooks")) {
+		fprintf(stderr, "pmem-csi-driver: -schedulerListen and -insecureSchedulerListen need -mode=webhooks\n");
+		return 2;
+	}
 	malloc_setup();
 	log_setup(streq_ptr(o.logging_format, "json") ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, o.verbosity);
 	log_set_error_hook(remember_error);
@@ -544,6 +555,11 @@ int main(int argc, char **argv)
 			.metrics_path = o.metrics_path,
 			.version = PMEM_CSI_VERSION,
 			.resync_seconds = o.reschedule_seconds,
+			.scheduler_listen = o.scheduler_listen,
+			.insecure_scheduler_listen = o.insecure_scheduler_listen,
+			.ca_file = o.ca_file,
+			.cert_file = o.cert_file,
+			.key_file = o.key_file,
 		};
 		r = streq_ptr(o.mode, "webhooks") ? run_webhooks(&mo) : run_force_convert(&mo);
 	} else

@@ -20,10 +20,13 @@
 #include "basic/strbuf.h"
 #include "basic/strutil.h"
 #include "json/json.h"
+#include "k8s/extender.h"
 #include "k8s/k8s.h"
 #include "k8s/rescheduler.h"
+#include "k8s/webserver.h"
 #include "metrics/http.h"
 #include "metrics/metrics.h"
+#include "metrics/scheduler.h"
 #include "modes.h"
 #include "pmem/convert.h"
 
@@ -271,11 +274,123 @@ out:
 
 struct webhooks_state {
 	bool ready;
+	const char *drivername;
+	struct k8s_client *api; /* the extender's client: short timeouts, the scheduler waits */
+	struct metrics_scheduler *metrics;
 };
 
 static bool webhooks_ready(void *userdata)
 {
 	return ((struct webhooks_state *)userdata)->ready;
+}
+
+static int api_get(void *userdata, const char *path, struct jv **ret, char **ret_err)
+{
+	return k8s_get(userdata, path, ret, ret_err);
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* /filter, /status and /pod/mutate, as 1.0's scheduler HTTP handler. */
+static void webhooks_serve(void *userdata, const char *method, const char *path, const char *body, size_t len,
+			   struct webserver_reply *reply)
+{
+	struct webhooks_state *st = userdata;
+	struct k8s_getter g = { .get = api_get, .userdata = st->api };
+	const char *handler = NULL;
+	double t0 = now_seconds();
+	bool mutated = false;
+	int r = 0;
+
+	if (streq_ptr(path, "/filter"))
+		handler = "filter";
+	else if (streq_ptr(path, "/status"))
+		handler = "status";
+	else if (streq_ptr(path, "/pod/mutate"))
+		handler = "mutate";
+	if (!handler) {
+		reply->status = 404;
+		reply->body = strdup("not found\n");
+		reply->len = reply->body ? strlen(reply->body) : 0;
+		return;
+	}
+	if (!streq_ptr(method, "GET") && !streq_ptr(method, "POST")) {
+		reply->status = 405;
+		reply->body = xasprintf("%s not supported\n", method);
+		reply->len = reply->body ? strlen(reply->body) : 0;
+		return;
+	}
+	metrics_scheduler_begin(st->metrics);
+	reply->content_type = "application/json";
+	if (streq_ptr(handler, "status")) {
+		reply->status = 200;
+		reply->content_type = "text/plain; charset=utf-8";
+		reply->body = strdup("ok");
+		reply->len = reply->body ? 2 : 0;
+	} else if (streq_ptr(handler, "filter")) {
+		r = extender_filter(&g, st->drivername, body, len, &reply->body, &reply->len, &reply->status);
+	} else {
+		r = webhook_mutate(&g, st->drivername, body, len, &reply->body, &reply->len, &reply->status, &mutated);
+		if (reply->status != 200)
+			reply->content_type = "text/plain; charset=utf-8";
+	}
+	if (r < 0) {
+		free(reply->body);
+		reply->status = 500;
+		reply->content_type = "text/plain; charset=utf-8";
+		reply->body = xasprintf("internal error: %s\n", strerror(-r));
+		reply->len = reply->body ? strlen(reply->body) : 0;
+	}
+	metrics_scheduler_end(st->metrics, handler, method, reply->status, now_seconds() - t0, reply->len);
+	log_v(5, "Webhooks: %s %s -> %u (%zu bytes)", method, path, reply->status, reply->len);
+}
+
+static int start_scheduler_servers(const struct mode_options *o, struct webhooks_state *st, struct webserver **ret_tls,
+				   struct webserver **ret_plain)
+{
+	struct webserver_config cfg = {
+		.max_body = EXTENDER_BODY_MAX,
+		.handler = webhooks_serve,
+		.userdata = st,
+	};
+	int r;
+
+	*ret_tls = *ret_plain = NULL;
+	if (o->scheduler_listen && *o->scheduler_listen) {
+		if (!o->cert_file || !*o->cert_file || !o->key_file || !*o->key_file)
+			return log_error_errno(-EINVAL, "-schedulerListen=%s needs -certFile and -keyFile", o->scheduler_listen);
+		cfg.listen = o->scheduler_listen;
+		cfg.cert_file = o->cert_file;
+		cfg.key_file = o->key_file;
+		cfg.ca_file = o->ca_file;
+		r = webserver_start(&cfg, ret_tls);
+		if (r < 0)
+			return log_error_errno(r, "Cannot serve the scheduler extender and webhook on -schedulerListen=%s: %m",
+					       o->scheduler_listen);
+		log_info("Scheduler extender and pod webhook: HTTPS on %s (port %u), client certificates %s",
+			 o->scheduler_listen, (unsigned)webserver_port(*ret_tls),
+			 o->ca_file && *o->ca_file ? "required (-caFile)" : "not asked for (-caFile is empty)");
+	}
+	if (o->insecure_scheduler_listen && *o->insecure_scheduler_listen) {
+		cfg.listen = o->insecure_scheduler_listen;
+		cfg.cert_file = cfg.key_file = cfg.ca_file = NULL;
+		r = webserver_start(&cfg, ret_plain);
+		if (r < 0) {
+			webserver_stop(*ret_tls);
+			*ret_tls = NULL;
+			return log_error_errno(r, "Cannot serve the scheduler extender and webhook on -insecureSchedulerListen=%s: %m",
+					       o->insecure_scheduler_listen);
+		}
+		log_info("Scheduler extender and pod webhook: plain HTTP on %s (port %u)", o->insecure_scheduler_listen,
+			 (unsigned)webserver_port(*ret_plain));
+	}
+	return 0;
 }
 
 int run_webhooks(const struct mode_options *o)
@@ -286,7 +401,8 @@ int run_webhooks(const struct mode_options *o)
 	struct metrics *m = NULL;
 	struct metrics_http *http = NULL;
 	struct metrics_family *passes = NULL, *rescheduled = NULL, *pending = NULL;
-	struct webhooks_state state = {};
+	struct webhooks_state state = { .drivername = o->drivername };
+	struct webserver *sched_tls = NULL, *sched_plain = NULL;
 	int r, interval = o->resync_seconds > 0 ? o->resync_seconds : 10;
 
 	r = parse_selector(o->node_selector, &sel);
@@ -314,6 +430,22 @@ int run_webhooks(const struct mode_options *o)
 	r = serve_metrics(m, o->metrics_listen, o->metrics_path, webhooks_ready, &state, &http);
 	if (r < 0)
 		goto out;
+	if ((o->scheduler_listen && *o->scheduler_listen) ||
+	    (o->insecure_scheduler_listen && *o->insecure_scheduler_listen)) {
+		r = metrics_scheduler_new(metrics_registry(m), &state.metrics);
+		if (r < 0) {
+			log_error_errno(r, "Cannot set up the scheduler metrics: %m");
+			goto out;
+		}
+		/* Its own client: the scheduler waits for /filter (httpTimeout), so no long retries. */
+		r = connect_api(o, &state.api);
+		if (r < 0)
+			goto out;
+		k8s_client_set_limits(state.api, 5000, 2);
+		r = start_scheduler_servers(o, &state, &sched_tls, &sched_plain);
+		if (r < 0)
+			goto out;
+	}
 	log_info("Rescheduler started: driver %s, node selector %s, a pass every %d s", o->drivername,
 		 o->node_selector && *o->node_selector ? o->node_selector : "{\"storage\":\"pmem\"}", interval);
 	do {
@@ -336,8 +468,12 @@ int run_webhooks(const struct mode_options *o)
 	} while (!wait_signal(interval));
 	r = 0;
 out:
+	webserver_stop(sched_tls);
+	webserver_stop(sched_plain);
 	metrics_http_stop(http);
+	metrics_scheduler_free(state.metrics);
 	metrics_free(m);
+	k8s_client_free(state.api);
 	k8s_client_free(c);
 	return r;
 }

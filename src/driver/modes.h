@@ -24,6 +24,10 @@ struct mode_options {
 	const char *metrics_path;
 	const char *version;
 	int resync_seconds; /* webhooks: seconds between passes over the PVCs */
+	/* webhooks: the scheduler extender and pod webhook (empty: not served) */
+	const char *scheduler_listen;          /* HTTPS with cert_file, key_file (and ca_file: client certificates) */
+	const char *insecure_scheduler_listen; /* plain HTTP */
+	const char *ca_file, *cert_file, *key_file;
 };
 
 /** run_force_convert() - -mode=force-convert-raw-namespaces; returns after SIGTERM (0) or on failure (< 0). */

@@ -54,10 +54,29 @@ static int convert_raw(struct ndctl_region_info *regions, size_t n_regions, char
 
 			if (strcmp(ns->mode, "raw") != 0 || ns->size == 0)
 				continue;
+			/*
+			 * The fsdax info block goes 4 KiB into the namespace, over
+			 * whatever is there: a raw namespace that holds a filesystem
+			 * (or any other signature) is someone's data, not free PMEM.
+			 * 1.x converted it anyway.
+			 */
+			if (ns->blockdev[0]) {
+				char path[48];
+				_cleanup_free_ char *sig = NULL;
+
+				snprintf(path, sizeof(path), "/dev/%s", ns->blockdev);
+				if (fs_detect(path, &sig) < 0 || sig) {
+					log_warning("Not converting raw namespace %s (%s) of %s/%s (%s): it holds %s; wipe it "
+						    "(wipefs -a %s) if LVM mode should have it",
+						    ns->dev, path, ri->bus, ri->region, pmem_ndctl_region_kind(ri),
+						    sig ? sig : "unreadable data", path);
+					continue;
+				}
+			}
 			if (*n_done >= MAX_CONVERTED)
 				return -E2BIG;
-			log_info("Converting raw namespace %s of %s/%s (%" PRIu64 " bytes) to fsdax", ns->dev, ri->bus,
-				 ri->region, ns->size);
+			log_info("Converting raw namespace %s of %s/%s (%s, %" PRIu64 " bytes) to fsdax", ns->dev, ri->bus,
+				 ri->region, pmem_ndctl_region_kind(ri), ns->size);
 			r = exec_check(argv, NDCTL_TIMEOUT_MS, NULL, &err);
 			if (r < 0) {
 				*ret_err = xasprintf("ndctl create-namespace --mode fsdax --reconfig %s (%s/%s) failed: %s",

@@ -57,6 +57,7 @@ struct direct {
 	struct direct_vol *vols;
 	size_t n_vols, cap_vols;
 	uint64_t total;
+	size_t n_labelless; /* regions left out: no labels, so no namespace per volume */
 };
 
 static uint64_t region_step(const struct ndctl_region_info *ri)
@@ -271,6 +272,9 @@ static int direct_create(void *priv, const char *name, uint64_t size, enum volum
 		if (r != -ENOSPC)
 			break;
 	}
+	if (r == -ENOSPC && m->n_regions == 0 && m->n_labelless > 0)
+		/* Not a matter of space: nothing here can hold a namespace per volume. */
+		return -EMEDIUMTYPE;
 	if (r < 0) {
 		int k;
 
@@ -472,6 +476,18 @@ int pmem_direct_new(const struct pmem_manager_ops **ret_ops, void **ret_priv)
 		m->total += ri[i].size;
 		if (!ri[i].enabled)
 			continue;
+		if (ri[i].labelless) {
+			/* One namespace spans the region and none can be created: the
+			 * kernel only keeps per-namespace layout in labels. LVM mode can
+			 * use it (after -mode=force-convert-raw-namespaces). */
+			char hbuf[32];
+			log_warning("Direct mode cannot use %s/%s (%s, %s): it has no namespace labels, so it cannot "
+				    "hold a namespace per volume; use LVM mode after -mode=force-convert-raw-namespaces",
+				    ri[i].bus, ri[i].region, pmem_ndctl_region_kind(&ri[i]),
+				    format_bytes(hbuf, sizeof(hbuf), ri[i].size));
+			m->n_labelless++;
+			continue;
+		}
 		struct direct_region *reg = &m->regions[m->n_regions];
 		snprintf(reg->bus, sizeof(reg->bus), "%s", ri[i].bus);
 		snprintf(reg->name, sizeof(reg->name), "%s", ri[i].region);

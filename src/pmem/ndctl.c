@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 
 #include "basic/log.h"
@@ -15,6 +16,9 @@
 /* From <ndctl/ndctl.h>, which needs ccan headers Debian does not ship. */
 #ifndef ND_DEVICE_REGION_PMEM
 #define ND_DEVICE_REGION_PMEM 2
+#endif
+#ifndef ND_DEVICE_NAMESPACE_IO
+#define ND_DEVICE_NAMESPACE_IO 4
 #endif
 
 static pthread_mutex_t ndctl_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -57,7 +61,9 @@ static void fill_namespace(struct ndctl_namespace *ndns, struct ndctl_namespace_
 	} else if (mode == NDCTL_NS_MODE_SECTOR && ndctl_namespace_get_btt(ndns)) {
 		bdev = ndctl_btt_get_block_device(ndctl_namespace_get_btt(ndns));
 		ns->usable = ndctl_btt_get_size(ndctl_namespace_get_btt(ndns));
-	} else if (mode == NDCTL_NS_MODE_RAW)
+	} else if (mode == NDCTL_NS_MODE_RAW || mode == NDCTL_NS_MODE_FSDAX)
+		/* fsdax without a pfn device: memmap= and virtio-pmem PMEM, whose
+		 * page map is in RAM ("map":"mem"), are DAX-capable as they are. */
 		bdev = ndctl_namespace_get_block_device(ndns);
 	copy(ns->blockdev, sizeof(ns->blockdev), bdev);
 }
@@ -69,6 +75,8 @@ static int fill_region(struct ndctl_bus *bus, struct ndctl_region *region, struc
 
 	copy(ri->bus, sizeof(ri->bus), ndctl_bus_get_devname(bus));
 	copy(ri->region, sizeof(ri->region), ndctl_region_get_devname(region));
+	copy(ri->provider, sizeof(ri->provider), ndctl_bus_get_provider(bus));
+	ri->labelless = ndctl_region_get_nstype(region) == ND_DEVICE_NAMESPACE_IO;
 	ri->size = ndctl_region_get_size(region);
 	ri->available = ndctl_region_get_available_size(region);
 	ri->max_extent = ndctl_region_get_max_available_extent(region);
@@ -145,6 +153,20 @@ void pmem_ndctl_regions_free(struct ndctl_region_info *r, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(r[i].namespaces);
 	free(r);
+}
+
+const char *pmem_ndctl_region_kind(const struct ndctl_region_info *ri)
+{
+	/* The providers as the kernel's bus drivers name them (nfit, e820, virtio_pmem, cxl_pmem). */
+	if (strcmp(ri->provider, "ACPI.NFIT") == 0 || strncmp(ri->provider, "nfit_test", 9) == 0)
+		return ri->labelless ? "label-less NVDIMM" : "NVDIMM";
+	if (strcmp(ri->provider, "e820") == 0)
+		return "memmap= PMEM";
+	if (strcmp(ri->provider, "virtio-pmem") == 0)
+		return "virtio-pmem";
+	if (strcasecmp(ri->provider, "cxl") == 0 || strncmp(ri->provider, "CXL", 3) == 0)
+		return "CXL PMEM";
+	return ri->provider[0] ? ri->provider : "unknown PMEM";
 }
 
 static struct ndctl_region *find_region(struct ndctl_ctx *ctx, const char *bus_name, const char *region_name)

@@ -23,11 +23,18 @@ struct ndctl_namespace_info {
 };
 
 struct ndctl_region_info {
-	char bus[32];    /* ndbus0 */
-	char region[32]; /* region0 */
+	char bus[32];      /* ndbus0 */
+	char region[32];   /* region0 */
+	char provider[32]; /* the bus's: ACPI.NFIT, e820, virtio-pmem, CXL, ... */
 	uint64_t size, available, max_extent, align;
 	unsigned interleave_ways;
 	bool enabled;
+	/*
+	 * No namespace labels (the region's namespace type is "io"): one namespace
+	 * spans the whole region and only its mode can change, none can be created.
+	 * Label-less NVDIMMs, memmap= (e820) PMEM and virtio-pmem are like that.
+	 */
+	bool labelless;
 	struct ndctl_namespace_info *namespaces;
 	size_t n_namespaces;
 };
@@ -35,6 +42,13 @@ struct ndctl_region_info {
 /** pmem_ndctl_regions() - all PMEM-type regions with their namespaces. */
 int pmem_ndctl_regions(struct ndctl_region_info **ret, size_t *ret_n);
 void pmem_ndctl_regions_free(struct ndctl_region_info *r, size_t n);
+
+/**
+ * pmem_ndctl_region_kind() - what kind of PMEM a region is, for messages:
+ * "NVDIMM", "label-less NVDIMM", "memmap= PMEM", "virtio-pmem", "CXL PMEM", or
+ * the bus provider. Valid as long as ri.
+ */
+const char *pmem_ndctl_region_kind(const struct ndctl_region_info *ri);
 
 enum ndctl_ns_mode {
 	NDCTL_NS_FSDAX,  /* memmap on the device, 2 MiB aligned: for DAX */

@@ -91,7 +91,7 @@ def check_flags():
     return problems
 
 
-METRIC_RE = re.compile(r'"((?:pmem_|csi_|process_|build_)[a-z_]+)"')
+METRIC_RE = re.compile(r'"((?:pmem_|csi_|process_|build_|controller_runtime_|scheduler_)[a-z_]+)"')
 
 
 def source_metrics():

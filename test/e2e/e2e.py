@@ -4,7 +4,10 @@ then a late-binding PVC with a pod that checks DAX and writes and reads data, a
 CSI inline ephemeral volume, a raw block volume; delete everything and check on
 the node (through the driver's own pod) that no volume, state file or mount is
 left. Needs at least one node labelled storage=pmem with PMEM, and the images of
-the variant loaded on the nodes.
+the variant loaded on the nodes. On a single-node cluster in LVM mode it also grows
+a PVC from 1Gi to 2Gi under a running pod (adding the external-resizer sidecar of
+deploy/kustomize/components/resizer, whose image must be loadable too) and reads
+kubelet_volume_stats_capacity_bytes from the kubelet's metrics before and after.
 
 Environment:
   KUBECONFIG        the cluster (unset: every test is reported as skipped)
@@ -31,11 +34,13 @@ TEST_IMAGE = os.environ.get("E2E_TEST_IMAGE", "busybox:1.36")
 TIMEOUT = int(os.environ.get("E2E_TIMEOUT", "600"))
 NS = "pmem-csi-e2e"
 DRV = "pmem-csi.intel.com"
+EXPAND_TEST = "PVC expansion: 1Gi -> 2Gi under a running pod, kubelet_volume_stats_capacity_bytes follows"
 TESTS = ["deploy: node pods ready, driver registered, capacity published",
          "late-binding PVC: pod sees dax, writes and reads data",
          "CSI inline ephemeral volume: pod sees dax, volume gone after the pod",
          "raw block volume: pod writes and reads the device",
-         "after deleting everything: no volume, state file, mount or kubelet record left on the node"]
+         "after deleting everything: no volume, state file, mount or kubelet record left on the node",
+         EXPAND_TEST]
 results = [0, 0, 0]
 
 
@@ -159,6 +164,102 @@ def deploy():
     return pods
 
 
+# ---- PVC expansion (issue 12, part 2) -------------------------------------------------------
+# Separate from the tests above: it needs the external-resizer sidecar, which is not in
+# deploy/generated (released resizers have no node-deployment mode; docs/usage.md,
+# "Volume expansion"). When the node pods lack it, the test adds
+# deploy/kustomize/components/resizer to the running DaemonSet (its RBAC, and the
+# container by a strategic merge patch), on single-node clusters only, and LVM mode only.
+
+RESIZER = os.path.join(REPO, "deploy", "kustomize", "components", "resizer")
+NODE_DS = "pmem-csi-intel-com-node"
+
+
+def expand_applicable():
+    """None when the expansion test can run here, else why not."""
+    if "direct" in VARIANT:
+        return "direct mode cannot grow volumes (namespaces are fixed)"
+    nodes = {p["spec"].get("nodeName") for p in node_pods()}
+    if len(nodes) != 1:
+        return ("%d nodes run the driver: external-resizer has no node-deployment mode, so PVC "
+                "expansion is only set up on single-node clusters" % len(nodes))
+    return None
+
+
+def kubelet_capacity(node, pvc):
+    """kubelet_volume_stats_capacity_bytes of NS/pvc from the node's kubelet, or None."""
+    text = kubectl("get", "--raw", "/api/v1/nodes/%s/proxy/metrics" % node, timeout=60)
+    for line in text.splitlines():
+        if (line.startswith("kubelet_volume_stats_capacity_bytes{") and 'namespace="%s"' % NS in line
+                and 'persistentvolumeclaim="%s"' % pvc in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def ensure_resizer():
+    ds = kget("daemonset", NODE_DS, "-n", "pmem-csi")
+    if any(c["name"] == "external-resizer" for c in ds["spec"]["template"]["spec"]["containers"]):
+        return
+    import yaml
+    with open(os.path.join(RESIZER, "resizer.yaml")) as f:
+        patch = yaml.safe_load(f)
+    kubectl("apply", "-f", os.path.join(RESIZER, "rbac-resizer.yaml"))
+    for pair in filter(None, os.environ.get("E2E_SIDECAR_IMAGES", "").split(",")):
+        old, new = pair.split("=", 1)
+        for c in patch["spec"]["template"]["spec"]["containers"]:
+            if c["image"] == old:
+                c["image"] = new
+    kubectl("patch", "daemonset", NODE_DS, "-n", "pmem-csi", "--type=strategic", "-p",
+            json.dumps({"spec": patch["spec"]}))
+    kubectl("rollout", "status", "daemonset/" + NODE_DS, "-n", "pmem-csi", "--timeout=%ds" % TIMEOUT,
+            timeout=TIMEOUT + 30)
+    log("added the external-resizer sidecar (deploy/kustomize/components/resizer) to the node pods")
+
+
+def expansion(klass):
+    ensure_resizer()
+    # allowVolumeExpansion is the one mutable field of a StorageClass.
+    kubectl("patch", "storageclass", klass, "-p", json.dumps({"allowVolumeExpansion": True}))
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "grow", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": klass,
+                    "resources": {"requests": {"storage": "1Gi"}}}})
+    pod = test_pod("grower", [{"name": "d", "persistentVolumeClaim": {"claimName": "grow"}}],
+                   [{"name": "d", "mountPath": "/data"}],
+                   script="dd if=/dev/urandom of=/data/blob bs=1M count=16 2>/dev/null && sync && "
+                          "md5sum /data/blob > /data/blob.md5 && echo READY && sleep 100000")
+    apply(pod)
+    wait(lambda: kget("pod", "grower", "-n", NS)["status"].get("phase") == "Running"
+         and "READY" in pod_logs("grower"), "pod grower to run")
+    node = kget("pod", "grower", "-n", NS)["spec"]["nodeName"]
+
+    def df_bytes():
+        out = kubectl("exec", "-n", NS, "grower", "--", "df", "-P", "-k", "/data")  # -P: one line per filesystem
+        return int(out.strip().splitlines()[-1].split()[1]) * 1024
+
+    before = df_bytes()
+    cap0 = wait(lambda: kubelet_capacity(node, "grow"), "kubelet_volume_stats_capacity_bytes of the 1Gi PVC",
+                timeout=min(TIMEOUT, 300))
+    log("before: df %d bytes, kubelet_volume_stats_capacity_bytes %d" % (before, cap0))
+    if not (0.8 * 2**30 < before <= 2**30 and cap0 <= 2**30):
+        raise AssertionError("a 1Gi volume has df %d, kubelet says %d" % (before, cap0))
+    kubectl("patch", "pvc", "grow", "-n", NS, "-p", json.dumps({"spec": {"resources": {"requests": {"storage": "2Gi"}}}}))
+    wait(lambda: kget("pvc", "grow", "-n", NS)["status"].get("capacity", {}).get("storage") == "2Gi",
+         "PVC grow to report 2Gi (resizer, then kubelet's NodeExpandVolume)")
+    after = wait(lambda: df_bytes() > 1.6 * 2**30 and df_bytes(), "df in the running pod to show the new size",
+                 timeout=min(TIMEOUT, 300))
+    cap1 = wait(lambda: (kubelet_capacity(node, "grow") or 0) > 1.6 * 2**30 and kubelet_capacity(node, "grow"),
+                "kubelet_volume_stats_capacity_bytes to follow (kubelet refreshes it about once a minute)",
+                timeout=min(TIMEOUT, 300))
+    log("after: df %d bytes, kubelet_volume_stats_capacity_bytes %d" % (after, cap1))
+    check = kubectl("exec", "-n", NS, "grower", "--", "sh", "-c",
+                    "md5sum -c /data/blob.md5 && grep ' /data ' /proc/mounts")
+    if "OK" not in check or "dax" not in check:
+        raise AssertionError("after growing: data or dax lost: %s" % check)
+    if kget("pod", "grower", "-n", NS)["status"].get("containerStatuses", [{}])[0].get("restartCount", 0):
+        raise AssertionError("the pod restarted while its volume grew")
+    kubectl("delete", "pod", "grower", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
 def main():
     if not os.environ.get("KUBECONFIG"):
         for t in TESTS:
@@ -255,11 +356,20 @@ def main():
     step(1, late_binding)
     step(2, inline)
     step(3, block)
+    # Before the clean-up step, so that its volume is checked for leftovers too.
+    why = expand_applicable()
+    if why:
+        print("SKIP - e2e: %s (%s)" % (EXPAND_TEST, why), flush=True)
+        results[2] += 1
+    else:
+        step(TESTS.index(EXPAND_TEST), lambda: expansion("pmem-csi-e2e-late-binding"))
+        pod0 = node_pods()[0]["metadata"]["name"]  # adding the resizer restarts the node pods
     step(4, cleanup)
     if os.environ.get("E2E_KEEP") != "1":
         kubectl("delete", "namespace", NS, "--wait=false", check=False)
         kubectl("delete", "-f", "-", "--wait=false", input=manifest(), check=False, timeout=300)
         kubectl("delete", "storageclass", "pmem-csi-e2e-late-binding", check=False)
+        kubectl("delete", "-f", os.path.join(RESIZER, "rbac-resizer.yaml"), "--ignore-not-found", check=False)
 
 
 try:

@@ -18,7 +18,8 @@ BUILD=$(realpath "${1:-$REPO/build}")
 TESTS=("manifests and examples accepted by a real API server (kubectl apply --dry-run=server)"
        "webhooks mode and node checks against a real API server"
        "deploy/ applied over intel/pmem-csi 1.1's objects (test_compat.py)"
-       "raw namespace conversion in the guest, node patched through a real API server")
+       "raw namespace conversion in the guest, node patched through a real API server"
+       "scheduler extender and pod webhook with kube-scheduler (test_extender.py)")
 # Nothing can run without these: every test is skipped, or failed in CI.
 why=
 if [ -z "${KUBE_APISERVER:-}" ]; then
@@ -67,6 +68,7 @@ add "$out" "test_k8s.py"
 /usr/bin/python3 "$REPO/test/k8s/test_compat.py" "$BUILD" "$KDIR" | tee "$out"
 add "$out" "test_compat.py"
 /usr/bin/python3 "$REPO/test/k8s/test_operator.py" "$BUILD" "$KDIR" | tee "$out"; add "$out" "test_operator.py"
+/usr/bin/python3 "$REPO/test/k8s/test_extender.py" "$BUILD" "$KDIR" | tee "$out"; add "$out" "test_extender.py"
 S=0
 if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "SKIP - ${TESTS[3]} (SKIP_VM=1)"; S=1

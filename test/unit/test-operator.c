@@ -6,6 +6,7 @@
 
 #include "json/json.h"
 #include "operator/manifest.h"
+#include "operator/reconcile.h"
 #include "test.h"
 
 static struct jv *parse(const char *s)
@@ -177,4 +178,63 @@ TEST(object_paths)
 	o = parse("{\"kind\":\"Widget\",\"metadata\":{\"name\":\"a\"}}");
 	CHECK(!operator_object_path(o));
 	jv_unref(o);
+}
+
+/* Bad CRs the schema lets through: the operator refuses them before applying anything. */
+TEST(image_references)
+{
+	static const char *const good[] = {
+		"busybox", "intel/pmem-csi-driver:v1.1.0", "localhost/pmem-csi-driver:v0.1.0",
+		"localhost:5000/a/b_c__d.e-f:1.0-rc_1", "registry.k8s.io/sig-storage/csi-provisioner:v5.1.0",
+		"docker.io/library/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"Example.COM:443/x/y:tag@sha256:0123456789abcdef0123456789abcdef",
+		"UPPER/case", /* an upper-case first component is a registry host, as in docker */
+	};
+	static const char *const bad[] = {
+		"", "Bad//Image:x", "upper/CASE", "[::1]/x", "a//b", "a/", "/a", "a:", "a:-tag", "a@sha256:abc",
+		"a b", "host:port/x", "a:b:c", "-a", "a__-b", "example.com:99999999/x",
+	};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK(operator_image_valid(good[i]));
+	/* "[::1]/x" is refused: IPv6 registry addresses are not supported. */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (operator_image_valid(bad[i]))
+			fprintf(stderr, "accepted: '%s'\n", bad[i]);
+		CHECK(!operator_image_valid(bad[i]));
+	}
+}
+
+TEST(driver_names)
+{
+	CHECK(operator_name_valid("pmem-csi.intel.com"));
+	CHECK(operator_name_valid("a"));
+	CHECK(operator_name_valid("0.a-b.c"));
+	CHECK(!operator_name_valid(""));
+	CHECK(!operator_name_valid("Upper.Case"));
+	CHECK(!operator_name_valid("a..b"));
+	CHECK(!operator_name_valid("-a"));
+	CHECK(!operator_name_valid("a-"));
+	CHECK(!operator_name_valid("a.-b"));
+	CHECK(!operator_name_valid("a_b"));
+	CHECK(operator_name_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	CHECK(!operator_name_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+}
+
+TEST(selectors)
+{
+	struct jv *labels = parse("{\"a\":\"1\",\"b\":\"2\"}");
+	struct jv *s1 = parse("{\"a\":\"1\"}"), *s2 = parse("{\"a\":\"2\"}"), *s3 = parse("{}");
+	struct jv *s4 = parse("{\"a\":\"1\",\"c\":\"3\"}");
+
+	CHECK(operator_selector_matches(s1, labels));
+	CHECK(!operator_selector_matches(s2, labels));
+	CHECK(operator_selector_matches(s3, labels)); /* empty selects everything, as in a DaemonSet */
+	CHECK(!operator_selector_matches(s4, labels));
+	CHECK(!operator_selector_matches(s1, NULL));
+	jv_unref(labels);
+	jv_unref(s1);
+	jv_unref(s2);
+	jv_unref(s3);
+	jv_unref(s4);
 }

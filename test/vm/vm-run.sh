@@ -9,7 +9,13 @@
 #   --nvdimm SIZE[,label=SZ][,file=PATH]   add an NVDIMM (repeatable; default: one 4G, label=128K)
 #                                          label=0 -> label-less DIMM (no namespace labels)
 #   --no-nvdimm                            no NVDIMM at all (e.g. for --memmap tests)
-#   --memmap SIZE@OFFSET                   add kernel param memmap=SIZE!OFFSET (legacy e820 pmem)
+#   --memmap SIZE@OFFSET                   add kernel param memmap=SIZE!OFFSET (legacy e820 pmem;
+#                                          OFFSET+SIZE must lie inside --mem, e.g. --mem 2G --memmap 512M@1G)
+#   --virtio-pmem SIZE[,file=PATH]         add a virtio-pmem-pci device (repeatable; the guest loads virtio_pmem)
+#   --cxl-pmem SIZE[,label=SZ][,file=PATH] add a CXL type-3 device with SIZE of persistent memory behind a
+#                                          pxb-cxl host bridge and a fixed memory window (q35 machine;
+#                                          repeatable; the guest loads the cxl modules; label area default
+#                                          256K, in PATH.lsa with file=)
 #   --mem SIZE      guest RAM (default 1G)      --smp N     vCPUs (default: host cores, max 4)
 #   --rwdir DIR     share host DIR read-write at the same path (repeatable)
 #   --env VAR=VAL   set a variable for the command (repeatable)
@@ -29,13 +35,15 @@ CACHE=${PMEMVM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmemvm}
 KDIR=${PMEMVM_KERNEL_DIR:-$CACHE/kernel}
 
 MEM=1G; SMP=$(nproc); [ "$SMP" -gt 4 ] && SMP=4
-NVDIMMS=(); NO_NVDIMM=0; MEMMAP=(); RWDIRS=(); ENVS=(); TIMEOUT=900
+NVDIMMS=(); NO_NVDIMM=0; MEMMAP=(); VPMEMS=(); CXLS=(); RWDIRS=(); ENVS=(); TIMEOUT=900
 ACCEL=${PMEMVM_ACCEL:-auto}; APPEND=""; DEBUG=0; INTERACTIVE=0; LVM_TWEAK=1; NET=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --nvdimm) NVDIMMS+=("$2"); shift 2 ;;
         --no-nvdimm) NO_NVDIMM=1; shift ;;
         --memmap) MEMMAP+=("$2"); shift 2 ;;
+        --virtio-pmem) VPMEMS+=("$2"); shift 2 ;;
+        --cxl-pmem) CXLS+=("$2"); shift 2 ;;
         --mem) MEM=$2; shift 2 ;;
         --smp) SMP=$2; shift 2 ;;
         --rwdir) RWDIRS+=("$(realpath "$2")"); shift 2 ;;
@@ -134,11 +142,6 @@ trap 'exit 130' INT TERM
     [ $LVM_TWEAK = 1 ] && echo "PMEMVM_LVM_NOUDEV=1"
     if [ $NET = 1 ]; then echo "PMEMVM_NET=1"; fi
 } > "$RUN/config"
-{
-    echo "export HOME=/root TERM=${TERM:-dumb} LANG=C.UTF-8 PMEMVM=1"
-    for e in "${ENVS[@]:-}"; do [ -n "$e" ] && echo "export $(printf %q "$e")"; done
-    printf '%q ' "$@"; echo
-} > "$RUN/cmd"
 
 QARGS=(-nodefaults -no-user-config -display none -no-reboot
        -serial stdio -smp "$SMP" "${ACCEL_OPTS[@]}"
@@ -184,12 +187,75 @@ for spec in "${NVDIMMS[@]:-}"; do
             -device "$dev")
     total=$((total + bytes)); n=$((n+1))
 done
+# virtio-pmem: a PCI device whose memory QEMU maps into the guest's device-memory area
+# (like a DIMM: it needs a slot and counts against maxmem); the guest sees it through
+# virtio_pmem, which registers its own nvdimm bus with one label-less region.
+nv=$n; v=0; GUEST_MODS=""
+for spec in "${VPMEMS[@]:-}"; do
+    [ -n "$spec" ] || continue
+    IFS=, read -r -a parts <<< "$spec"
+    size=${parts[0]}; file=""
+    for p in "${parts[@]:1}"; do case "$p" in file=*) file=${p#file=} ;; esac; done
+    [ -n "$file" ] || file=$RUN/vpmem$v.img
+    bytes=$(to_bytes "$size")
+    [ -e "$file" ] || truncate -s "$bytes" "$file"
+    QARGS+=(-object memory-backend-file,id=vpmem$v,share=on,mem-path="$file",size="$bytes"
+            -device virtio-pmem-pci,memdev=vpmem$v,id=vpmemdev$v)
+    total=$((total + bytes)); n=$((n+1)); v=$((v+1))
+done
+[ $v -gt 0 ] && GUEST_MODS="virtio_pmem"
+# CXL: q35 with cxl=on; one pxb-cxl host bridge, one root port and one type-3 device per
+# --cxl-pmem (persistent memdev + label storage area), and one fixed memory window
+# (CFMWS) over the bridge big enough for all of them. The memory sits behind the
+# window, not in the device-memory area: no DIMM slot.
+c=0; cxltotal=0; CXLARGS=()
+for spec in "${CXLS[@]:-}"; do
+    [ -n "$spec" ] || continue
+    IFS=, read -r -a parts <<< "$spec"
+    size=${parts[0]}; lsa=256K; file=""
+    for p in "${parts[@]:1}"; do case "$p" in label=*) lsa=${p#label=} ;; file=*) file=${p#file=} ;; esac; done
+    [ -n "$file" ] || file=$RUN/cxl$c.img
+    bytes=$(to_bytes "$size")
+    [ -e "$file" ] || truncate -s "$bytes" "$file"
+    [ -e "$file.lsa" ] || truncate -s "$(to_bytes "$lsa")" "$file.lsa"
+    [ $c = 0 ] && CXLARGS+=(-device pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1)
+    CXLARGS+=(-object memory-backend-file,id=cxlmem$c,share=on,mem-path="$file",size="$bytes"
+              -object memory-backend-file,id=cxllsa$c,share=on,mem-path="$file.lsa",size="$(to_bytes "$lsa")"
+              -device cxl-rp,port=$c,bus=cxl.1,id=cxlrp$c,chassis=0,slot=$((2 + c))
+              -device cxl-type3,bus=cxlrp$c,memdev=cxlmem$c,lsa=cxllsa$c,id=cxlpmem$c)
+    cxltotal=$((cxltotal + bytes)); c=$((c+1))
+done
+# A host bridge with a single root port may have no HDM decoder of its own (CXL 3.0
+# "passthrough"), and Linux 6.1 then leaves it unprogrammed; QEMU 7.2 still routes by
+# that decoder and, with it unprogrammed, drops every write to the window and reads
+# zeros (QEMU 8.0 models the passthrough). A second, empty root port makes Linux
+# program the host bridge's decoder.
+[ $c = 1 ] && CXLARGS+=(-device cxl-rp,port=1,bus=cxl.1,id=cxlrp1,chassis=0,slot=3)
+MACHINE=pc
+if [ $c -gt 0 ]; then
+    # The window must be a multiple of 256M and cover every device (interleave 1).
+    fmw=$(( (cxltotal + 256*1024*1024 - 1) / (256*1024*1024) * 256 ))
+    MACHINE=q35,cxl=on
+    CXLARGS+=(-M "cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=${fmw}M")
+    GUEST_MODS="$GUEST_MODS cxl_acpi cxl_pci cxl_mem cxl_pmem"
+fi
 if [ $n -gt 0 ]; then
     maxmem=$(( $(to_bytes "$MEM") + total ))
-    QARGS+=(-machine pc,nvdimm=on -m "$MEM,slots=$((n+1)),maxmem=$maxmem")
+    mach=$MACHINE; [ $nv -gt 0 ] && mach=$mach,nvdimm=on
+    QARGS+=(-machine "$mach" -m "$MEM,slots=$((n+1)),maxmem=$maxmem")
 else
-    QARGS+=(-machine pc -m "$MEM")
+    QARGS+=(-machine "$MACHINE" -m "$MEM")
 fi
+QARGS+=("${CXLARGS[@]}")
+
+{
+    echo "export HOME=/root TERM=${TERM:-dumb} LANG=C.UTF-8 PMEMVM=1"
+    for e in "${ENVS[@]:-}"; do [ -n "$e" ] && echo "export $(printf %q "$e")"; done
+    # Drivers of the devices above that the initramfs does not load (loaded here, so the
+    # initramfs and its cache key stay the same for every variant).
+    if [ -n "$GUEST_MODS" ]; then echo "for m in $GUEST_MODS; do /sbin/modprobe \$m || echo \"vm-run: modprobe \$m failed\" >&2; done"; fi
+    printf '%q ' "$@"; echo
+} > "$RUN/cmd"
 CMDLINE="console=ttyS0 panic=-1 oops=panic rdinit=/init mitigations=off tsc=reliable no_timer_check"
 [ $DEBUG = 1 ] && CMDLINE="$CMDLINE pmemvm.debug=1" || CMDLINE="$CMDLINE quiet loglevel=4"
 for mm in "${MEMMAP[@]:-}"; do [ -n "$mm" ] && CMDLINE="$CMDLINE memmap=${mm/@/!}"; done
