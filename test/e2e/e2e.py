@@ -31,11 +31,7 @@ TEST_IMAGE = os.environ.get("E2E_TEST_IMAGE", "busybox:1.36")
 TIMEOUT = int(os.environ.get("E2E_TIMEOUT", "600"))
 NS = "pmem-csi-e2e"
 DRV = "pmem-csi.intel.com"
-TESTS = ["deploy: node pods ready, driver registered, capacity published",
-         "late-binding PVC: pod sees dax, writes and reads data",
-         "CSI inline ephemeral volume: pod sees dax, volume gone after the pod",
-         "raw block volume: pod writes and reads the device",
-         "after deleting everything: no volume, state file, mount or kubelet record left on the node"]
+SC = "pmem-csi-e2e-late-binding"
 results = [0, 0, 0]
 
 
@@ -126,8 +122,7 @@ def run_pod(pod, expect):
     return out
 
 
-def step(i, fn):
-    name = TESTS[i]
+def step(name, fn):
     t0 = time.time()
     try:
         fn()
@@ -159,117 +154,147 @@ def deploy():
     return pods
 
 
+def storage_class():
+    # The storage class first: the provisioner publishes capacity per class.
+    apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+           "metadata": {"name": SC}, "provisioner": DRV, "reclaimPolicy": "Delete",
+           "volumeBindingMode": "WaitForFirstConsumer",
+           "parameters": {"csi.storage.k8s.io/fstype": "ext4", "eraseafter": "true"}})
+
+
+def late_binding():
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "late", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": SC,
+                    "resources": {"requests": {"storage": "100Mi"}}}})
+    out = run_pod(test_pod("late-writer", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
+                           [{"name": "d", "mountPath": "/data"}],
+                           script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
+                                  "echo e2e-data > /data/file && sync && cat /data/file && echo DAX-OK"),
+                  ["DAX-OK", "e2e-data"])
+    log(out.strip().splitlines()[0])
+    kubectl("delete", "pod", "late-writer", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    # The data survives the pod: a second pod reads it.
+    run_pod(test_pod("late-reader", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
+                     [{"name": "d", "mountPath": "/data"}], script="cat /data/file"), ["e2e-data"])
+    kubectl("delete", "pod", "late-reader", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
+def inline():
+    vol = {"name": "d", "csi": {"driver": DRV, "fsType": "ext4", "volumeAttributes": {"size": "64Mi"}}}
+    run_pod(test_pod("inline", [vol], [{"name": "d", "mountPath": "/data"}],
+                     script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
+                            "echo x > /data/x && echo INLINE-OK"), ["INLINE-OK"])
+    kubectl("delete", "pod", "inline", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
+def block():
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blk", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block", "storageClassName": SC,
+                    "resources": {"requests": {"storage": "64Mi"}}}})
+    run_pod(test_pod("block", [{"name": "d", "persistentVolumeClaim": {"claimName": "blk"}}],
+                     devices=[{"name": "d", "devicePath": "/dev/e2e"}],
+                     script="ls -l /dev/e2e && echo block-data | dd of=/dev/e2e bs=512 count=1 conv=sync "
+                            "2>/dev/null && dd if=/dev/e2e bs=512 count=1 2>/dev/null | grep -q block-data "
+                            "&& echo BLOCK-OK"), ["BLOCK-OK"])
+    kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
+def node_leftovers(run):
+    """What of ours is left on the node: run(*cmd) executes a command there (in a
+    container that sees the node's /dev, /sys, /var/lib and mounts)."""
+    lvs = run("lvm", "lvs", "--noheadings", "-o", "lv_name,vg_name")
+    ours = [l for l in lvs.split("\n") if l.strip() and l.split()[-1].endswith("fsdax")]
+    ns = json.loads(run("ndctl", "list", "-N") or "[]")
+    ns = ns if isinstance(ns, list) else [ns]
+    named = [n["name"] for n in ns if n.get("name") and n["name"] != "pmem-csi"]
+    state_files = [f for f in run("sh", "-c", "ls /var/lib/%s 2>/dev/null || true" % DRV).split()
+                   if f.endswith(".json")]
+    # Our devices (LVM: /dev/ndbus*, direct: /dev/pmem*) or kubelet's staging
+    # directories of this driver, wherever they are mounted.
+    mounts = [l for l in run("cat", "/proc/1/mounts").split("\n")
+              if l.split()[:1] and (l.split()[0].startswith(("/dev/pmem", "/dev/ndbus"))
+                                    or "/kubernetes.io/csi/%s/" % DRV in l)]
+    return {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
+
+
+def cleanup(pod0):
+    pvs = [c["spec"].get("volumeName") for c in kget("pvc", "-n", NS)["items"]]
+    pvs = [p for p in pvs if p]
+    kubectl("delete", "pvc", "--all", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    wait(lambda: not [pv for pv in kget("pv")["items"]
+                      if pv["spec"].get("csi", {}).get("driver") == DRV], "the PVs to be deleted")
+    left = node_leftovers(lambda *cmd: on_node(pod0, *cmd))
+    if any(left.values()):
+        raise AssertionError("left on the node: %s" % left)
+    # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
+    vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
+    if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
+        # A deleted PV of ours still under staging/, publish/ or at the top is a record
+        # kubelet could not clean up (it keeps retrying NodeUnstageVolume).
+        wait(lambda: not [f for f in on_node(pod0, "sh", "-c", "find %s -maxdepth 2" % vd).split()
+                          if os.path.basename(f) in pvs],
+             "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
+             timeout=min(TIMEOUT, 300))
+        log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
+    else:
+        log("NOTE: %s is not visible in the driver pod (another kubelet directory?): "
+            "kubelet's block volume records not checked" % vd)
+        log("node clean: no LV, volume namespace, state file or volume mount")
+
+
+# The tests after the deployment, in order: (name, function). Add new ones here.
+TESTS = [
+    ("late-binding PVC: pod sees dax, writes and reads data", late_binding),
+    ("CSI inline ephemeral volume: pod sees dax, volume gone after the pod", inline),
+    ("raw block volume: pod writes and reads the device", block),
+]
+DEPLOY = "deploy: node pods ready, driver registered, capacity published"
+CLEANUP = "after deleting everything: no volume, state file, mount or kubelet record left on the node"
+
+
+def skip(names, why):
+    for n in names:
+        print("SKIP - e2e: %s (%s)" % (n, why))
+        results[2] += 1
+
+
 def main():
+    names = [DEPLOY] + [n for n, _ in TESTS] + [CLEANUP]
     if not os.environ.get("KUBECONFIG"):
-        for t in TESTS:
-            print("SKIP - e2e: %s (KUBECONFIG is not set)" % t)
-        results[2] = len(TESTS)
+        skip(names, "KUBECONFIG is not set")
         return
     log("variant %s, test image %s, cluster %s" % (VARIANT, TEST_IMAGE,
         kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")))
     kubectl("create", "namespace", NS, check=False)
-    # The storage class first: the provisioner publishes capacity per class.
-    apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-           "metadata": {"name": "pmem-csi-e2e-late-binding"}, "provisioner": DRV, "reclaimPolicy": "Delete",
-           "volumeBindingMode": "WaitForFirstConsumer",
-           "parameters": {"csi.storage.k8s.io/fstype": "ext4", "eraseafter": "true"}})
+    storage_class()
     state = {}
-    if not step(0, lambda: state.update(pods=deploy())):
-        for i in range(1, len(TESTS)):
-            print("SKIP - e2e: %s (deploy failed)" % TESTS[i])
-            results[2] += 1
+    if not step(DEPLOY, lambda: state.update(pods=deploy())):
+        skip(names[1:], "deploy failed")
         return
     pod0 = state["pods"][0]["metadata"]["name"]
-
-    def late_binding():
-        apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-               "metadata": {"name": "late", "namespace": NS},
-               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "pmem-csi-e2e-late-binding",
-                        "resources": {"requests": {"storage": "100Mi"}}}})
-        out = run_pod(test_pod("late-writer", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
-                               [{"name": "d", "mountPath": "/data"}],
-                               script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
-                                      "echo e2e-data > /data/file && sync && cat /data/file && echo DAX-OK"),
-                      ["DAX-OK", "e2e-data"])
-        log(out.strip().splitlines()[0])
-        kubectl("delete", "pod", "late-writer", "-n", NS, "--wait=true", timeout=TIMEOUT)
-        # The data survives the pod: a second pod reads it.
-        run_pod(test_pod("late-reader", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
-                         [{"name": "d", "mountPath": "/data"}], script="cat /data/file"), ["e2e-data"])
-        kubectl("delete", "pod", "late-reader", "-n", NS, "--wait=true", timeout=TIMEOUT)
-
-    def inline():
-        vol = {"name": "d", "csi": {"driver": DRV, "fsType": "ext4", "volumeAttributes": {"size": "64Mi"}}}
-        run_pod(test_pod("inline", [vol], [{"name": "d", "mountPath": "/data"}],
-                         script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
-                                "echo x > /data/x && echo INLINE-OK"), ["INLINE-OK"])
-        kubectl("delete", "pod", "inline", "-n", NS, "--wait=true", timeout=TIMEOUT)
-
-    def block():
-        apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blk", "namespace": NS},
-               "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
-                        "storageClassName": "pmem-csi-e2e-late-binding",
-                        "resources": {"requests": {"storage": "64Mi"}}}})
-        run_pod(test_pod("block", [{"name": "d", "persistentVolumeClaim": {"claimName": "blk"}}],
-                         devices=[{"name": "d", "devicePath": "/dev/e2e"}],
-                         script="ls -l /dev/e2e && echo block-data | dd of=/dev/e2e bs=512 count=1 conv=sync "
-                                "2>/dev/null && dd if=/dev/e2e bs=512 count=1 2>/dev/null | grep -q block-data "
-                                "&& echo BLOCK-OK"), ["BLOCK-OK"])
-        kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
-
-    def cleanup():
-        pvs = [c["spec"].get("volumeName") for c in kget("pvc", "-n", NS)["items"]]
-        pvs = [p for p in pvs if p]
-        kubectl("delete", "pvc", "--all", "-n", NS, "--wait=true", timeout=TIMEOUT)
-        wait(lambda: not [pv for pv in kget("pv")["items"]
-                          if pv["spec"].get("csi", {}).get("driver") == DRV], "the PVs to be deleted")
-        lvs = on_node(pod0, "lvm", "lvs", "--noheadings", "-o", "lv_name,vg_name")
-        ours = [l for l in lvs.split("\n") if l.strip() and l.split()[-1].endswith("fsdax")]
-        ns = json.loads(on_node(pod0, "ndctl", "list", "-N") or "[]")
-        ns = ns if isinstance(ns, list) else [ns]
-        named = [n["name"] for n in ns if n.get("name") and n["name"] != "pmem-csi"]
-        state_files = [f for f in on_node(pod0, "ls", "/var/lib/" + DRV).split() if f.endswith(".json")]
-        # Our devices (LVM: /dev/ndbus*, direct: /dev/pmem*) or kubelet's staging
-        # directories of this driver, wherever they are mounted.
-        mounts = [l for l in on_node(pod0, "cat", "/proc/mounts").split("\n")
-                  if l.split()[:1] and (l.split()[0].startswith(("/dev/pmem", "/dev/ndbus"))
-                                        or "/kubernetes.io/csi/%s/" % DRV in l)]
-        left = {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
-        if any(left.values()):
-            raise AssertionError("left on the node: %s" % left)
-        # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
-        vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
-        if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
-            # A deleted PV of ours still under staging/, publish/ or at the top is a record
-            # kubelet could not clean up (it keeps retrying NodeUnstageVolume).
-            wait(lambda: not [f for f in on_node(pod0, "sh", "-c", "find %s -maxdepth 2" % vd).split()
-                              if os.path.basename(f) in pvs],
-                 "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
-                 timeout=min(TIMEOUT, 300))
-            log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
-        else:
-            log("NOTE: %s is not visible in the driver pod (another kubelet directory?): "
-                "kubelet's block volume records not checked" % vd)
-            log("node clean: no LV, volume namespace, state file or volume mount")
-
-    step(1, late_binding)
-    step(2, inline)
-    step(3, block)
-    step(4, cleanup)
+    for name, fn in TESTS:
+        step(name, fn)
+    step(CLEANUP, lambda: cleanup(pod0))
     if os.environ.get("E2E_KEEP") != "1":
         kubectl("delete", "namespace", NS, "--wait=false", check=False)
         kubectl("delete", "-f", "-", "--wait=false", input=manifest(), check=False, timeout=300)
-        kubectl("delete", "storageclass", "pmem-csi-e2e-late-binding", check=False)
+        kubectl("delete", "storageclass", SC, check=False)
 
 
-try:
-    main()
-except Exception as e:
-    traceback.print_exc(file=sys.stdout)
-    print("FAIL - e2e: unexpected error: %s" % e)
-    results[1] += 1
-line = "%d passed, %d failed" % (results[0], results[1])
-if results[2]:
-    line += ", %d skipped" % results[2]
-print(line)
-sys.exit(1 if results[1] else 0)
+def finish():
+    line = "%d passed, %d failed" % (results[0], results[1])
+    if results[2]:
+        line += ", %d skipped" % results[2]
+    print(line)
+    sys.exit(1 if results[1] else 0)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:
+        traceback.print_exc(file=sys.stdout)
+        print("FAIL - e2e: unexpected error: %s" % e)
+        results[1] += 1
+    finish()
