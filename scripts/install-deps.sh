@@ -23,6 +23,8 @@ PKGS=(
     qemu-system-x86 busybox-static kmod xz-utils zstd bc
     # tests against a real API server (test/k8s/apiserver.sh): etcd, certificates, readiness
     etcd-server openssl curl
+    # promtool, for the alert rules of deploy/monitoring (test/deploy/check_monitoring.py)
+    prometheus
 )
 
 missing=()

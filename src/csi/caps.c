@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "driver.h"
 #include "fs/fs.h"
 
 static bool single_node(Csi__V1__VolumeCapability__AccessMode__Mode m)
@@ -46,4 +47,14 @@ int csi_check_capability(struct csi_call *c, const Csi__V1__VolumeCapability *ca
 		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "%s: access_type (mount or block) is missing", field);
 	}
 	return 0;
+}
+
+bool csi_expansion_supported(struct csi_driver *d)
+{
+	const char *mode = csi_driver_cfg(d)->device_mode;
+
+	if (mode && *mode)
+		return strcmp(mode, "lvm") == 0;
+	/* Without the flag (tests that build the driver directly): the device manager's own answer. */
+	return csi_driver_pm(d) && pmem_can_expand(csi_driver_pm(d), NULL);
 }

@@ -609,7 +609,7 @@ int csi_controller_get_capacity(struct csi_call *c, void *ud, const ProtobufCMes
 	return 0;
 }
 
-int csi_controller_get_capabilities(struct csi_call *c, void *ud _unused_, const ProtobufCMessage *msg _unused_,
+int csi_controller_get_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *msg _unused_,
 				    ProtobufCMessage **ret)
 {
 	static const Csi__V1__ControllerServiceCapability__RPC__Type types[] = {
@@ -620,7 +620,7 @@ int csi_controller_get_capabilities(struct csi_call *c, void *ud _unused_, const
 	Csi__V1__ControllerGetCapabilitiesResponse *resp = CSI_NEW(
 		c, Csi__V1__ControllerGetCapabilitiesResponse, csi__v1__controller_get_capabilities_response__init);
 	Csi__V1__ControllerServiceCapability **caps =
-		CSI_NEW_ARRAY(c, Csi__V1__ControllerServiceCapability *, ELEMENTSOF(types));
+		CSI_NEW_ARRAY(c, Csi__V1__ControllerServiceCapability *, ELEMENTSOF(types) + 1);
 
 	if (!resp || !caps)
 		return csi_oom(c);
@@ -638,6 +638,206 @@ int csi_controller_get_capabilities(struct csi_call *c, void *ud _unused_, const
 	}
 	resp->n_capabilities = ELEMENTSOF(types);
 	resp->capabilities = caps;
+	if (csi_expansion_supported(ud)) {
+		Csi__V1__ControllerServiceCapability *cap = CSI_NEW(c, Csi__V1__ControllerServiceCapability,
+								    csi__v1__controller_service_capability__init);
+		Csi__V1__ControllerServiceCapability__RPC *rpc = CSI_NEW(
+			c, Csi__V1__ControllerServiceCapability__RPC, csi__v1__controller_service_capability__rpc__init);
+		if (!cap || !rpc)
+			return csi_oom(c);
+		rpc->type = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME;
+		cap->type_case = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__TYPE_RPC;
+		cap->rpc = rpc;
+		caps[resp->n_capabilities++] = cap;
+	}
 	*ret = &resp->base;
+	return 0;
+}
+
+/* ---- ControllerExpandVolume ------------------------------------------------------------------ */
+
+/*
+ * Growing a volume: the LV grows in place (lvextend) while it may be mounted;
+ * the filesystem on it grows in NodeExpandVolume (node_expand.c).
+ *
+ * Crash safety comes from the order: the device grows first, the record
+ * second. A crash in between leaves a record smaller than its device, which
+ * is a state the driver always accepts (records may be below the device's
+ * size, e.g. after rounding): the restart serves the old size, and the CO,
+ * which never saw an answer, calls again; that call finds the device large
+ * enough, runs no lvextend and writes the record. The reverse order could
+ * leave a record promising more than the device has.
+ */
+
+struct expand_call {
+	uint64_t required, limit, alloc;
+	bool have_cap, block;
+	Csi__V1__ControllerExpandVolumeResponse *resp;
+};
+
+/* The size to grow to, rounded as CreateVolume rounds (4 MiB units), within the range. */
+static int expand_size(struct csi_call *c, const Csi__V1__CapacityRange *cr, struct expand_call *e)
+{
+	if (!cr)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "capacity_range is missing");
+	if (cr->required_bytes < 0 || cr->limit_bytes < 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"capacity_range: required_bytes and limit_bytes must not be negative");
+	if (cr->required_bytes == 0 && cr->limit_bytes == 0)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"capacity_range: one of required_bytes and limit_bytes must be set");
+	e->required = (uint64_t)cr->required_bytes;
+	e->limit = (uint64_t)cr->limit_bytes;
+	if (e->limit && e->required > e->limit)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+				"capacity_range.required_bytes %" PRIu64 " exceeds limit_bytes %" PRIu64, e->required,
+				e->limit);
+	e->alloc = round_up_u64(e->required ? e->required : ALLOC_ALIGN, ALLOC_ALIGN);
+	if (e->alloc == 0 || e->alloc > INT64_MAX)
+		return csi_fail(c, CSI_CODE_OUT_OF_RANGE, "capacity_range.required_bytes is too large");
+	if (e->limit && e->alloc > e->limit) {
+		uint64_t down = e->limit - e->limit % ALLOC_ALIGN;
+		if (down < e->required || down == 0)
+			return csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+					"no size between required_bytes %" PRIu64 " and limit_bytes %" PRIu64
+					" is a multiple of the 4 MiB allocation unit",
+					e->required, e->limit);
+		e->alloc = down;
+	}
+	return 0;
+}
+
+static int expand_fn(struct csi_call *c, struct csi_driver *d, const char *id, void *ud)
+{
+	struct expand_call *e = ud;
+	struct pmem_manager *pm = csi_driver_pm(d);
+	struct volume_record rec = {};
+	struct pmem_device dev = {};
+	_cleanup_free_ char *fs = NULL;
+	uint64_t size;
+	char b1[32], b2[32];
+	int r;
+
+	if (csi_volume_lookup(d, id, &rec) < 0)
+		return csi_fail(c, CSI_CODE_NOT_FOUND, "volume %s not found", id);
+	if (!pmem_can_expand(pm, rec.params.device_mode)) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION,
+			     "volume %s is a %s-mode volume: a PMEM namespace cannot grow in place", id,
+			     rec.params.device_mode ? rec.params.device_mode : "direct");
+		goto out;
+	}
+	if (rec.params.kata) {
+		/* Its filesystem lives in an image file on the volume: growing the LV would not grow it. */
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION,
+			     "volume %s is a Kata Containers volume (kataContainers=true): it cannot be expanded", id);
+		goto out;
+	}
+	if (rec.params.ephemeral) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "volume %s is an inline ephemeral volume: it cannot be expanded",
+			     id);
+		goto out;
+	}
+	/* Never shrink; a volume above the range stays as it is, which the range does not allow. */
+	if (e->limit && rec.size > e->limit) {
+		r = csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+			     "volume %s has %s, more than limit_bytes %" PRIu64 ": volumes never shrink", id,
+			     format_bytes(b1, sizeof(b1), rec.size), e->limit);
+		goto out;
+	}
+	r = ownership_check_state_dir(d);
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot recreate the state directory %s", csi_driver_cfg(d)->state_dir);
+		goto out;
+	}
+	/* A volume that has the size already stays as it is (a smaller request
+	 * is no shrink). pmem_expand() leaves a device that is large enough as
+	 * it is: the retry after a crash between lvextend and the record. */
+	if (rec.size >= e->required)
+		r = pmem_get(pm, id, &dev);
+	else
+		r = pmem_expand(pm, id, e->alloc, &dev);
+	if (r == -ENOSPC) {
+		struct pmem_capacity cap;
+		pmem_capacity(pm, &cap);
+		r = csi_fail(c, CSI_CODE_OUT_OF_RANGE,
+			     "not enough PMEM to grow volume %s to %s: its volume group has %s free", id,
+			     format_bytes(b1, sizeof(b1), e->alloc), format_bytes(b2, sizeof(b2), cap.max_volume_size));
+		goto out;
+	}
+	if (r == -EOPNOTSUPP) {
+		r = csi_fail(c, CSI_CODE_FAILED_PRECONDITION, "the device of volume %s cannot grow in place", id);
+		goto out;
+	}
+	if (r < 0) {
+		r = csi_fail_errno(c, r, "cannot grow volume %s", id);
+		goto out;
+	}
+	/* What the CO gets and the record keeps: what the device has, within the limit. */
+	size = e->limit && dev.size > e->limit ? e->limit : dev.size;
+	if (rec.size < e->required && size > rec.size) {
+		uint64_t old = rec.size;
+		rec.size = size;
+		r = state_write(csi_driver_cfg(d)->state_dir, &rec);
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot update the state of volume %s", id);
+			goto out;
+		}
+		r = csi_volume_add(d, &rec); /* replaces the registered record */
+		if (r < 0) {
+			r = csi_fail_errno(c, r, "cannot register volume %s", id);
+			goto out;
+		}
+		log_v(2, "Expanded volume %s from %" PRIu64 " to %" PRIu64 " bytes", id, old, size);
+	}
+	e->resp->capacity_bytes = (int64_t)rec.size;
+	/* A filesystem needs the node step (NodeExpandVolume); a raw block
+	 * volume is done. Without a capability, the device says which it is:
+	 * one without a filesystem yet gets it at its full size at staging. */
+	if (e->have_cap)
+		e->resp->node_expansion_required = !e->block;
+	else
+		e->resp->node_expansion_required = fs_detect(dev.path, &fs) < 0 || fs != NULL;
+	r = 0;
+out:
+	pmem_device_done(&dev);
+	volume_record_done(&rec);
+	return r;
+}
+
+int csi_controller_expand_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				 ProtobufCMessage **ret)
+{
+	const Csi__V1__ControllerExpandVolumeRequest *req = (const Csi__V1__ControllerExpandVolumeRequest *)msg;
+	struct csi_driver *d = ud;
+	struct expand_call e = {};
+
+	if (!req->volume_id || !*req->volume_id)
+		return csi_fail(c, CSI_CODE_INVALID_ARGUMENT, "volume_id is missing");
+	snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+	if (expand_size(c, req->capacity_range, &e) < 0)
+		return -1;
+	if (req->volume_capability) {
+		struct csi_caps_summary sum = {};
+		if (csi_check_capability(c, req->volume_capability, "volume_capability", &sum) < 0)
+			return -1;
+		e.have_cap = true;
+		e.block = sum.block;
+	}
+	if (!csi_expansion_supported(d))
+		return csi_fail(c, CSI_CODE_UNIMPLEMENTED,
+				"volume expansion is not supported in %s mode: a PMEM namespace cannot grow in place "
+				"(use -deviceManager=lvm for expandable volumes)",
+				csi_driver_cfg(d)->device_mode ? csi_driver_cfg(d)->device_mode : "direct");
+	if (!volume_id_is_valid(req->volume_id)) {
+		if (csi_check_ready(c, d) < 0)
+			return -1;
+		return csi_fail(c, CSI_CODE_NOT_FOUND, "volume %s not found", req->volume_id);
+	}
+	e.resp = CSI_NEW(c, Csi__V1__ControllerExpandVolumeResponse, csi__v1__controller_expand_volume_response__init);
+	if (!e.resp)
+		return csi_oom(c);
+	if (csi_volume_call(c, d, req->volume_id, expand_fn, &e) < 0)
+		return -1;
+	*ret = &e.resp->base;
 	return 0;
 }

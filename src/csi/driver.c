@@ -362,7 +362,8 @@ static const struct csi_method methods[] = {
 	M("Controller", "DeleteSnapshot", delete_snapshot_request, csi_unimplemented, false),
 	M("Controller", "ListSnapshots", list_snapshots_request, csi_unimplemented, false),
 	M("Controller", "GetSnapshot", get_snapshot_request, csi_unimplemented, false),
-	M("Controller", "ControllerExpandVolume", controller_expand_volume_request, csi_unimplemented, false),
+	M("Controller", "ControllerExpandVolume", controller_expand_volume_request, csi_controller_expand_volume,
+	  true),
 	M("Controller", "ControllerGetVolume", controller_get_volume_request, csi_unimplemented, false),
 	M("Controller", "ControllerModifyVolume", controller_modify_volume_request, csi_unimplemented, false),
 	M("Node", "NodeStageVolume", node_stage_volume_request, csi_node_stage_volume, true),
@@ -370,7 +371,7 @@ static const struct csi_method methods[] = {
 	M("Node", "NodePublishVolume", node_publish_volume_request, csi_node_publish_volume, true),
 	M("Node", "NodeUnpublishVolume", node_unpublish_volume_request, csi_node_unpublish_volume, true),
 	M("Node", "NodeGetVolumeStats", node_get_volume_stats_request, csi_node_get_volume_stats, true),
-	M("Node", "NodeExpandVolume", node_expand_volume_request, csi_unimplemented, false),
+	M("Node", "NodeExpandVolume", node_expand_volume_request, csi_node_expand_volume, true),
 	M("Node", "NodeGetCapabilities", node_get_capabilities_request, csi_node_get_capabilities, false),
 	M("Node", "NodeGetInfo", node_get_info_request, csi_node_get_info, false),
 };

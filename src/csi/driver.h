@@ -20,6 +20,7 @@ struct csi_driver_config {
 	const char *version;
 	const char *node_id;
 	const char *state_dir;
+	const char *device_mode; /* -deviceManager: what GetCapabilities offers before the devices are set up */
 };
 
 struct csi_driver;
@@ -123,6 +124,8 @@ int csi_controller_get_capacity(struct csi_call *c, void *ud, const ProtobufCMes
 				ProtobufCMessage **ret);
 int csi_controller_get_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 				    ProtobufCMessage **ret);
+int csi_controller_expand_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req,
+				 ProtobufCMessage **ret);
 int csi_node_stage_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req, ProtobufCMessage **ret);
 int csi_node_unstage_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 			    ProtobufCMessage **ret);
@@ -132,6 +135,7 @@ int csi_node_unpublish_volume(struct csi_call *c, void *ud, const ProtobufCMessa
 			      ProtobufCMessage **ret);
 int csi_node_get_volume_stats(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 			      ProtobufCMessage **ret);
+int csi_node_expand_volume(struct csi_call *c, void *ud, const ProtobufCMessage *req, ProtobufCMessage **ret);
 int csi_node_get_info(struct csi_call *c, void *ud, const ProtobufCMessage *req, ProtobufCMessage **ret);
 int csi_node_get_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *req,
 			      ProtobufCMessage **ret);

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Identity service: always answered inline, even while PMEM is being set up. */
+#include <string.h>
+
+#include "caps.h"
 #include "csi.pb-c.h"
 #include "driver.h"
 
@@ -18,7 +21,7 @@ int csi_identity_get_plugin_info(struct csi_call *c, void *ud, const ProtobufCMe
 	return 0;
 }
 
-int csi_identity_get_plugin_capabilities(struct csi_call *c, void *ud _unused_,
+int csi_identity_get_plugin_capabilities(struct csi_call *c, void *ud,
 					 const ProtobufCMessage *req _unused_, ProtobufCMessage **ret)
 {
 	static const Csi__V1__PluginCapability__Service__Type types[] = {
@@ -45,6 +48,23 @@ int csi_identity_get_plugin_capabilities(struct csi_call *c, void *ud _unused_,
 	}
 	resp->n_capabilities = ELEMENTSOF(types);
 	resp->capabilities = caps;
+	if (csi_expansion_supported(ud)) {
+		/* Online: LVs and filesystems grow while mounted (controller.c, node_expand.c). */
+		Csi__V1__PluginCapability **all = CSI_NEW_ARRAY(c, Csi__V1__PluginCapability *, ELEMENTSOF(types) + 1);
+		Csi__V1__PluginCapability *cap = CSI_NEW(c, Csi__V1__PluginCapability, csi__v1__plugin_capability__init);
+		Csi__V1__PluginCapability__VolumeExpansion *ve =
+			CSI_NEW(c, Csi__V1__PluginCapability__VolumeExpansion,
+				csi__v1__plugin_capability__volume_expansion__init);
+		if (!all || !cap || !ve)
+			return csi_oom(c);
+		ve->type = CSI__V1__PLUGIN_CAPABILITY__VOLUME_EXPANSION__TYPE__ONLINE;
+		cap->type_case = CSI__V1__PLUGIN_CAPABILITY__TYPE_VOLUME_EXPANSION;
+		cap->volume_expansion = ve;
+		memcpy(all, caps, ELEMENTSOF(types) * sizeof(*all));
+		all[ELEMENTSOF(types)] = cap;
+		resp->capabilities = all;
+		resp->n_capabilities = ELEMENTSOF(types) + 1;
+	}
 	*ret = &resp->base;
 	return 0;
 }

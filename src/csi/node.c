@@ -530,7 +530,7 @@ int csi_node_get_info(struct csi_call *c, void *ud, const ProtobufCMessage *msg 
 	return 0;
 }
 
-int csi_node_get_capabilities(struct csi_call *c, void *ud _unused_, const ProtobufCMessage *msg _unused_,
+int csi_node_get_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *msg _unused_,
 			      ProtobufCMessage **ret)
 {
 	static const Csi__V1__NodeServiceCapability__RPC__Type types[] = {
@@ -540,7 +540,8 @@ int csi_node_get_capabilities(struct csi_call *c, void *ud _unused_, const Proto
 	};
 	Csi__V1__NodeGetCapabilitiesResponse *resp =
 		CSI_NEW(c, Csi__V1__NodeGetCapabilitiesResponse, csi__v1__node_get_capabilities_response__init);
-	Csi__V1__NodeServiceCapability **caps = CSI_NEW_ARRAY(c, Csi__V1__NodeServiceCapability *, ELEMENTSOF(types));
+	Csi__V1__NodeServiceCapability **caps =
+		CSI_NEW_ARRAY(c, Csi__V1__NodeServiceCapability *, ELEMENTSOF(types) + 1);
 
 	if (!resp || !caps)
 		return csi_oom(c);
@@ -559,6 +560,18 @@ int csi_node_get_capabilities(struct csi_call *c, void *ud _unused_, const Proto
 	}
 	resp->n_capabilities = ELEMENTSOF(types);
 	resp->capabilities = caps;
+	if (csi_expansion_supported(ud)) { /* node_expand.c */
+		Csi__V1__NodeServiceCapability *cap =
+			CSI_NEW(c, Csi__V1__NodeServiceCapability, csi__v1__node_service_capability__init);
+		Csi__V1__NodeServiceCapability__RPC *rpc =
+			CSI_NEW(c, Csi__V1__NodeServiceCapability__RPC, csi__v1__node_service_capability__rpc__init);
+		if (!cap || !rpc)
+			return csi_oom(c);
+		rpc->type = CSI__V1__NODE_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME;
+		cap->type_case = CSI__V1__NODE_SERVICE_CAPABILITY__TYPE_RPC;
+		cap->rpc = rpc;
+		caps[resp->n_capabilities++] = cap;
+	}
 	*ret = &resp->base;
 	return 0;
 }

@@ -375,6 +375,7 @@ static int run_node(const struct options *o)
 	dcfg.version = PMEM_CSI_VERSION;
 	dcfg.node_id = o->nodeid;
 	dcfg.state_dir = state_dir;
+	dcfg.device_mode = o->device_manager;
 	r = csi_driver_new(&dcfg, &driver);
 	if (r < 0)
 		return log_error_errno(r, "Failed to set up the driver: %m");

@@ -31,6 +31,14 @@ int fs_detect(const char *dev, char **ret);
 int fs_mkfs(const char *dev, const char *type, char **ret_err);
 
 /**
+ * fs_grow() - grow the mounted ext4 (through dev) or xfs (through mountpoint)
+ * filesystem to its device's size, online. Growing one that fills its device
+ * already is success. -EOPNOTSUPP for other types; ret_err gets the tool's
+ * last line of error output on failure (grow.c).
+ */
+int fs_grow(const char *dev, const char *mountpoint, const char *type, char **ret_err);
+
+/**
  * fs_xfs_set_extsize() - set the 2 MiB extent size hint (inherited by new
  * files) on the root of a mounted xfs, so DAX mappings can use huge pages.
  */

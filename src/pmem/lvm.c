@@ -552,6 +552,91 @@ static int lvm_delete(void *priv, const char *name, bool erase)
 	return 0;
 }
 
+/*
+ * Grow an LV in place: lvextend reloads the device-mapper table of the active
+ * LV, so a mounted filesystem sees the larger device at once and can be grown
+ * online. The space is reserved in the table first, as for a create, so a
+ * concurrent create cannot pick the same free extents.
+ */
+static int lvm_expand(void *priv, const char *name, uint64_t size, struct pmem_device *ret)
+{
+	struct lvm *m = priv;
+	struct lvm_lv *lv;
+	struct lvm_vg *vg;
+	uint64_t old = 0, delta = 0;
+	size_t vgi = 0;
+	char sizebuf[32];
+	_cleanup_free_ char *lvarg = NULL, *err = NULL;
+	int r;
+
+	size = round_up_u64(size ? size : LVM_ALIGN, LVM_ALIGN);
+	if (size == 0)
+		return -ENOSPC;
+
+	pthread_mutex_lock(&m->lock);
+	lv = find_lv(m, name);
+	if (lv) {
+		vgi = lv->vg;
+		lvarg = xasprintf("%s/%s", m->vgs[vgi].name, name);
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (!lv)
+		return -ENOENT;
+	if (!lvarg)
+		return -ENOMEM;
+	vg = &m->vgs[vgi];
+
+	/* The VG lock orders this against creates and deletes in the VG; the
+	 * caller's volume lock against another expand of the same LV. */
+	pthread_mutex_lock(&vg->lock);
+	pthread_mutex_lock(&m->lock);
+	lv = find_lv(m, name);
+	if (!lv)
+		r = -ENOENT;
+	else if (lv->size >= size)
+		r = 0; /* never shrink: what is there is enough */
+	else {
+		uint64_t avail = vg->free > vg->reserved ? vg->free - vg->reserved : 0;
+		old = lv->size;
+		delta = size - old;
+		r = avail >= delta ? 1 : -ENOSPC;
+		if (r > 0)
+			vg->reserved += delta;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (r <= 0) {
+		pthread_mutex_unlock(&vg->lock);
+		if (r < 0)
+			return r;
+		return lvm_get(m, name, ret);
+	}
+
+	snprintf(sizebuf, sizeof(sizebuf), "%" PRIu64 "b", size);
+	{
+		const char *argv[] = { "lvextend", "--yes", "-L", sizebuf, lvarg, NULL };
+		r = lvm_run(argv, NULL, &err);
+	}
+	if (r < 0)
+		(void)refresh_vg(m, vgi);
+	pthread_mutex_lock(&m->lock);
+	vg->reserved -= delta;
+	lv = find_lv(m, name);
+	if (r >= 0) {
+		vg->free = vg->free > delta ? vg->free - delta : 0;
+		if (lv)
+			lv->size = size;
+	}
+	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&vg->lock);
+	if (r < 0) {
+		if (err && strstr(err, "insufficient free space"))
+			return -ENOSPC;
+		return log_error_errno(r, "lvextend %s to %s failed: %s", lvarg, sizebuf, err ? err : "");
+	}
+	log_debug("Extended LV %s from %" PRIu64 " to %" PRIu64 " bytes", lvarg, old, size);
+	return lvm_get(m, name, ret);
+}
+
 static int lvm_list(void *priv, struct pmem_device **ret, size_t *ret_n)
 {
 	struct lvm *m = priv;
@@ -597,6 +682,7 @@ static const struct pmem_manager_ops lvm_ops = {
 	.create = lvm_create,
 	.get = lvm_get,
 	.delete = lvm_delete,
+	.expand = lvm_expand,
 	.list = lvm_list,
 	.capacity = lvm_capacity,
 	.free = lvm_free,

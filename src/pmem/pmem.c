@@ -97,6 +97,34 @@ int pmem_delete(struct pmem_manager *m, const char *name, bool erase)
 	return r;
 }
 
+int pmem_expand(struct pmem_manager *m, const char *name, uint64_t size, struct pmem_device *ret)
+{
+	struct pmem_device dev = {};
+	int r;
+
+	/* Which manager holds the device decides, not the primary mode: an LV
+	 * served beside direct mode grows, a namespace beside LVM does not. */
+	r = m->ops->get(m->priv, name, &dev);
+	if (r == -ENOENT && m->other) {
+		pmem_device_done(&dev);
+		return pmem_expand(m->other, name, size, ret);
+	}
+	pmem_device_done(&dev);
+	if (r < 0)
+		return r;
+	if (!m->ops->expand)
+		return -EOPNOTSUPP;
+	return m->ops->expand(m->priv, name, size, ret);
+}
+
+bool pmem_can_expand(const struct pmem_manager *m, const char *mode)
+{
+	if (!mode || strcmp(mode, m->ops->mode) == 0 ||
+	    (strcmp(mode, "ndctl") == 0 && strcmp(m->ops->mode, "direct") == 0))
+		return m->ops->expand != NULL;
+	return m->other ? pmem_can_expand(m->other, mode) : false;
+}
+
 uint64_t pmem_region_align(uint64_t raw)
 {
 	/* libndctl reports ULONG_MAX when the region has no "align" attribute

@@ -34,6 +34,8 @@ struct pmem_manager_ops {
 		      struct pmem_device *ret);
 	int (*get)(void *priv, const char *name, struct pmem_device *ret);
 	int (*delete)(void *priv, const char *name, bool erase);
+	/* NULL when the mode cannot grow a device (direct: namespaces are fixed). */
+	int (*expand)(void *priv, const char *name, uint64_t size, struct pmem_device *ret);
 	int (*list)(void *priv, struct pmem_device **ret, size_t *ret_n);
 	void (*capacity)(void *priv, struct pmem_capacity *ret);
 	void (*free)(void *priv);
@@ -65,6 +67,19 @@ int pmem_get(struct pmem_manager *m, const char *name, struct pmem_device *ret);
  * -ENOENT if there is none, -EBUSY if it is open (mounted) elsewhere.
  */
 int pmem_delete(struct pmem_manager *m, const char *name, bool erase);
+/**
+ * pmem_expand() - grow device name to at least size bytes, in place and while
+ * it is in use (mounted); never shrinks: a device that has size already is
+ * left as it is. *ret gets the device with its new size.
+ * -ENOENT if there is none, -ENOSPC when its pool has no room,
+ * -EOPNOTSUPP when its device manager cannot grow devices (direct mode).
+ */
+int pmem_expand(struct pmem_manager *m, const char *name, uint64_t size, struct pmem_device *ret);
+/**
+ * pmem_can_expand() - whether the device manager of the given mode ("lvm",
+ * "direct"; the primary one when mode is NULL) can grow devices.
+ */
+bool pmem_can_expand(const struct pmem_manager *m, const char *mode);
 int pmem_list(struct pmem_manager *m, struct pmem_device **ret, size_t *ret_n);
 void pmem_capacity(struct pmem_manager *m, struct pmem_capacity *ret);
 

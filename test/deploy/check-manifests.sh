@@ -7,6 +7,8 @@
 #   - every YAML file parses, and the content checks of check_manifests.py
 #     (objects, arguments, mounts, probes, RBAC, examples, scrape config), with
 #     /usr/bin/python3 and python3-yaml (reported as skipped without them);
+#   - deploy/monitoring (check_monitoring.py: the dashboard's JSON, the alert
+#     rules, every metric name in them, promtool check rules);
 # and, when KUBECONFIG is set, `kubectl apply --dry-run=server` of the
 # generated manifests and the examples against that cluster (scripts/test.sh
 # runs them in test/k8s/run-k8s-tests.sh against its own API server, and sets
@@ -45,7 +47,7 @@ fi
 
 # 1. Generated manifests up to date, overlays build.
 run "deploy/generate.sh --check: deploy/generated matches deploy/kustomize" bash deploy/generate.sh --check
-for o in lvm direct lvm-testing direct-testing examples/kubelet-dir examples/node-selector; do
+for o in lvm direct lvm-testing direct-testing examples/kubelet-dir examples/node-selector examples/single-node-resizer; do
     run "kubectl kustomize deploy/kustomize/$o" kubectl kustomize "deploy/kustomize/$o"
 done
 if kubectl kustomize deploy/kustomize/examples/kubelet-dir 2>/dev/null | grep -q /var/lib/kubelet; then
@@ -70,6 +72,16 @@ if [ -x $PY ] && $PY -c 'import yaml' 2>/dev/null; then
     if [ $rc != 0 ]; then
         result fail "check_manifests.py ran to the end" "status $rc"
     fi
+    # deploy/monitoring: dashboard and alert rules (JSON, YAML, metric names, promtool).
+    $PY test/deploy/check_monitoring.py >"$TMP/mon" 2>&1
+    rc=$?
+    cat "$TMP/mon"
+    PASSED=$((PASSED + $(grep -c '^ok - ' "$TMP/mon")))
+    FAILED=$((FAILED + $(grep -c '^FAIL - ' "$TMP/mon")))
+    SKIPPED=$((SKIPPED + $(grep -c '^SKIP - ' "$TMP/mon")))
+    if [ $rc != 0 ] && ! grep -q '^FAIL - ' "$TMP/mon"; then
+        result fail "check_monitoring.py ran to the end" "status $rc"
+    fi
 else
     result skip "YAML parsing and content checks" "needs $PY with python3-yaml (apt-get install python3-yaml)"
 fi
@@ -80,14 +92,18 @@ if [ -n "${KUBECONFIG:-}" ]; then
     # are expected then and ignored.
     ns_exists=1
     kubectl get namespace pmem-csi >/dev/null 2>&1 || ns_exists=0
-    for f in deploy/generated/*.yaml deploy/examples/*.yaml; do
+    # The opt-in resizer (not in deploy/generated): its example overlay.
+    kubectl kustomize deploy/kustomize/examples/single-node-resizer >"$TMP/single-node-resizer.yaml" 2>/dev/null
+    for f in deploy/generated/*.yaml deploy/examples/*.yaml "$TMP/single-node-resizer.yaml"; do
         out=$(kubectl apply --dry-run=server -f "$f" 2>&1)
         rc=$?
         errors=$(grep -iE 'error|invalid|forbidden' <<<"$out" | grep -v 'namespaces "pmem-csi" not found' || true)
+        shown=$f
+        case $f in "$TMP"/*) shown="<(kubectl kustomize deploy/kustomize/examples/$(basename "$f" .yaml))" ;; esac
         if [ $rc = 0 ] || { [ $ns_exists = 0 ] && [ -z "$errors" ]; }; then
-            result ok "kubectl apply --dry-run=server -f $f"
+            result ok "kubectl apply --dry-run=server -f $shown"
         else
-            result fail "kubectl apply --dry-run=server -f $f"
+            result fail "kubectl apply --dry-run=server -f $shown"
             echo "$out" | tail -20 | sed 's/^/    /'
         fi
     done

@@ -4,7 +4,10 @@ then a late-binding PVC with a pod that checks DAX and writes and reads data, a
 CSI inline ephemeral volume, a raw block volume; delete everything and check on
 the node (through the driver's own pod) that no volume, state file or mount is
 left. Needs at least one node labelled storage=pmem with PMEM, and the images of
-the variant loaded on the nodes.
+the variant loaded on the nodes. On a single-node cluster in LVM mode it also grows
+a PVC from 1Gi to 2Gi under a running pod (adding the external-resizer sidecar of
+deploy/kustomize/components/resizer, whose image must be loadable too) and reads
+kubelet_volume_stats_capacity_bytes from the kubelet's metrics before and after.
 
 Environment:
   KUBECONFIG        the cluster (unset: every test is reported as skipped)
@@ -15,10 +18,14 @@ Environment:
   E2E_TEST_IMAGE    image of the test pods, with sh, grep, dd (default busybox:1.36)
   E2E_TIMEOUT       seconds to wait for each step (default 600; emulated nodes are slow)
   E2E_KEEP=1        leave the driver installed at the end
+  E2E_NODE_IMAGES   a file listing the images the nodes have (default: node/images.list beside
+                    KUBECONFIG, which test/e2e/cluster.sh writes): the expansion test is
+                    skipped when the resizer image is not among them
 Prints ok/FAIL/SKIP lines and "N passed, N failed[, N skipped]".
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -84,7 +91,6 @@ def manifest():
     with open(os.path.join(REPO, "deploy", "generated", VARIANT + ".yaml")) as f:
         text = f.read()
     if IMAGE:
-        import re
         text = re.sub(r"image: \S*pmem-csi-driver\S*", "image: " + IMAGE, text)
     for pair in filter(None, os.environ.get("E2E_SIDECAR_IMAGES", "").split(",")):
         old, new = pair.split("=", 1)
@@ -198,6 +204,23 @@ def block():
                             "2>/dev/null && dd if=/dev/e2e bs=512 count=1 2>/dev/null | grep -q block-data "
                             "&& echo BLOCK-OK"), ["BLOCK-OK"])
     kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    # The pod object goes before kubelet has unpublished and unstaged the volume; a
+    # PVC deleted now would race DeleteVolume against NodeUnpublishVolume (a bind-
+    # mounted device node does not keep the LV open). Wait for kubelet's records.
+    pv = kget("pvc", "blk", "-n", NS)["spec"]["volumeName"]
+    pod0 = node_pods()[0]["metadata"]["name"]
+    wait(lambda: not block_records(pod0, [pv]), "kubelet to unpublish and unstage block volume %s" % pv,
+         timeout=min(TIMEOUT, 300))
+
+
+VOLUME_DEVICES = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
+
+
+def block_records(pod, pvs):
+    """kubelet's records (under staging/, publish/ or at the top of VOLUME_DEVICES) of
+    the block PVs pvs, as the driver's pod sees them."""
+    out = on_node(pod, "sh", "-c", "test -d %s && find %s -maxdepth 2 || true" % (VOLUME_DEVICES, VOLUME_DEVICES))
+    return [f for f in out.split() if os.path.basename(f) in pvs]
 
 
 def node_leftovers(run):
@@ -228,12 +251,11 @@ def cleanup(pod0):
     if any(left.values()):
         raise AssertionError("left on the node: %s" % left)
     # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
-    vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
+    vd = VOLUME_DEVICES
     if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
         # A deleted PV of ours still under staging/, publish/ or at the top is a record
         # kubelet could not clean up (it keeps retrying NodeUnstageVolume).
-        wait(lambda: not [f for f in on_node(pod0, "sh", "-c", "find %s -maxdepth 2" % vd).split()
-                          if os.path.basename(f) in pvs],
+        wait(lambda: not block_records(pod0, pvs),
              "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
              timeout=min(TIMEOUT, 300))
         log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
@@ -243,12 +265,123 @@ def cleanup(pod0):
         log("node clean: no LV, volume namespace, state file or volume mount")
 
 
+# ---- PVC expansion (issue 12, part 2) -------------------------------------------------------
+# Separate from the tests above: it needs the external-resizer sidecar, which is not in
+# deploy/generated (released resizers have no node-deployment mode; docs/usage.md,
+# "Volume expansion"). When the node pods lack it, the test adds
+# deploy/kustomize/components/resizer to the running DaemonSet (its RBAC, and the
+# container by a strategic merge patch), on single-node clusters only, and LVM mode only.
+
+RESIZER = os.path.join(REPO, "deploy", "kustomize", "components", "resizer")
+NODE_DS = "pmem-csi-intel-com-node"
+
+
+def expand_applicable():
+    """None when the expansion test can run here, else why not."""
+    if "direct" in VARIANT:
+        return "direct mode cannot grow volumes (namespaces are fixed)"
+    listed = os.environ.get("E2E_NODE_IMAGES")
+    if not listed and os.environ.get("KUBECONFIG"):
+        listed = os.path.join(os.path.dirname(os.environ["KUBECONFIG"]), "node", "images.list")
+        listed = listed if os.path.exists(listed) else None
+    if listed:
+        # cluster.sh lists the images its node has (no registry there).
+        with open(os.path.join(RESIZER, "resizer.yaml")) as f:
+            image = re.search(r"image:\s*(\S+)", f.read()).group(1)
+        with open(listed) as f:
+            if image not in f.read().split():
+                return ("the node has no %s image (E2E_NODE_IMAGES=%s): the test peers have no "
+                        "csi-resizer binary to make it from" % (image, listed))
+    nodes = {p["spec"].get("nodeName") for p in node_pods()}
+    if len(nodes) != 1:
+        return ("%d nodes run the driver: external-resizer has no node-deployment mode, so PVC "
+                "expansion is only set up on single-node clusters" % len(nodes))
+    return None
+
+
+def kubelet_capacity(node, pvc):
+    """kubelet_volume_stats_capacity_bytes of NS/pvc from the node's kubelet, or None."""
+    text = kubectl("get", "--raw", "/api/v1/nodes/%s/proxy/metrics" % node, timeout=60)
+    for line in text.splitlines():
+        if (line.startswith("kubelet_volume_stats_capacity_bytes{") and 'namespace="%s"' % NS in line
+                and 'persistentvolumeclaim="%s"' % pvc in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def ensure_resizer():
+    ds = kget("daemonset", NODE_DS, "-n", "pmem-csi")
+    if any(c["name"] == "external-resizer" for c in ds["spec"]["template"]["spec"]["containers"]):
+        return
+    import yaml
+    with open(os.path.join(RESIZER, "resizer.yaml")) as f:
+        patch = yaml.safe_load(f)
+    kubectl("apply", "-f", os.path.join(RESIZER, "rbac-resizer.yaml"))
+    for pair in filter(None, os.environ.get("E2E_SIDECAR_IMAGES", "").split(",")):
+        old, new = pair.split("=", 1)
+        for c in patch["spec"]["template"]["spec"]["containers"]:
+            if c["image"] == old:
+                c["image"] = new
+    kubectl("patch", "daemonset", NODE_DS, "-n", "pmem-csi", "--type=strategic", "-p",
+            json.dumps({"spec": patch["spec"]}))
+    kubectl("rollout", "status", "daemonset/" + NODE_DS, "-n", "pmem-csi", "--timeout=%ds" % TIMEOUT,
+            timeout=TIMEOUT + 30)
+    log("added the external-resizer sidecar (deploy/kustomize/components/resizer) to the node pods")
+
+
+def expansion(klass):
+    ensure_resizer()
+    # allowVolumeExpansion is the one mutable field of a StorageClass.
+    kubectl("patch", "storageclass", klass, "-p", json.dumps({"allowVolumeExpansion": True}))
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "grow", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": klass,
+                    "resources": {"requests": {"storage": "1Gi"}}}})
+    pod = test_pod("grower", [{"name": "d", "persistentVolumeClaim": {"claimName": "grow"}}],
+                   [{"name": "d", "mountPath": "/data"}],
+                   script="dd if=/dev/urandom of=/data/blob bs=1M count=16 2>/dev/null && sync && "
+                          "md5sum /data/blob > /data/blob.md5 && echo READY && sleep 100000")
+    apply(pod)
+    wait(lambda: kget("pod", "grower", "-n", NS)["status"].get("phase") == "Running"
+         and "READY" in pod_logs("grower"), "pod grower to run")
+    node = kget("pod", "grower", "-n", NS)["spec"]["nodeName"]
+
+    def df_bytes():
+        out = kubectl("exec", "-n", NS, "grower", "--", "df", "-P", "-k", "/data")  # -P: one line per filesystem
+        return int(out.strip().splitlines()[-1].split()[1]) * 1024
+
+    before = df_bytes()
+    cap0 = wait(lambda: kubelet_capacity(node, "grow"), "kubelet_volume_stats_capacity_bytes of the 1Gi PVC",
+                timeout=min(TIMEOUT, 300))
+    log("before: df %d bytes, kubelet_volume_stats_capacity_bytes %d" % (before, cap0))
+    if not (0.8 * 2**30 < before <= 2**30 and cap0 <= 2**30):
+        raise AssertionError("a 1Gi volume has df %d, kubelet says %d" % (before, cap0))
+    kubectl("patch", "pvc", "grow", "-n", NS, "-p", json.dumps({"spec": {"resources": {"requests": {"storage": "2Gi"}}}}))
+    wait(lambda: kget("pvc", "grow", "-n", NS)["status"].get("capacity", {}).get("storage") == "2Gi",
+         "PVC grow to report 2Gi (resizer, then kubelet's NodeExpandVolume)")
+    after = wait(lambda: df_bytes() > 1.6 * 2**30 and df_bytes(), "df in the running pod to show the new size",
+                 timeout=min(TIMEOUT, 300))
+    cap1 = wait(lambda: (kubelet_capacity(node, "grow") or 0) > 1.6 * 2**30 and kubelet_capacity(node, "grow"),
+                "kubelet_volume_stats_capacity_bytes to follow (kubelet refreshes it about once a minute)",
+                timeout=min(TIMEOUT, 300))
+    log("after: df %d bytes, kubelet_volume_stats_capacity_bytes %d" % (after, cap1))
+    check = kubectl("exec", "-n", NS, "grower", "--", "sh", "-c",
+                    "md5sum -c /data/blob.md5 && grep ' /data ' /proc/mounts")
+    if "OK" not in check or "dax" not in check:
+        raise AssertionError("after growing: data or dax lost: %s" % check)
+    if kget("pod", "grower", "-n", NS)["status"].get("containerStatuses", [{}])[0].get("restartCount", 0):
+        raise AssertionError("the pod restarted while its volume grew")
+    kubectl("delete", "pod", "grower", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
 # The tests after the deployment, in order: (name, function). Add new ones here.
 TESTS = [
     ("late-binding PVC: pod sees dax, writes and reads data", late_binding),
     ("CSI inline ephemeral volume: pod sees dax, volume gone after the pod", inline),
     ("raw block volume: pod writes and reads the device", block),
 ]
+# Before the clean-up step, so that its volume is checked for leftovers too; it may
+# be skipped (expand_applicable), so it is not in TESTS.
+EXPAND_TEST = "PVC expansion: 1Gi -> 2Gi under a running pod, kubelet_volume_stats_capacity_bytes follows"
 DEPLOY = "deploy: node pods ready, driver registered, capacity published"
 CLEANUP = "after deleting everything: no volume, state file, mount or kubelet record left on the node"
 
@@ -260,7 +393,7 @@ def skip(names, why):
 
 
 def main():
-    names = [DEPLOY] + [n for n, _ in TESTS] + [CLEANUP]
+    names = [DEPLOY] + [n for n, _ in TESTS] + [EXPAND_TEST, CLEANUP]
     if not os.environ.get("KUBECONFIG"):
         skip(names, "KUBECONFIG is not set")
         return
@@ -275,6 +408,12 @@ def main():
     pod0 = state["pods"][0]["metadata"]["name"]
     for name, fn in TESTS:
         step(name, fn)
+    why = expand_applicable()
+    if why:
+        skip([EXPAND_TEST], why)
+    else:
+        step(EXPAND_TEST, lambda: expansion(SC))
+        pod0 = node_pods()[0]["metadata"]["name"]  # adding the resizer restarts the node pods
     step(CLEANUP, lambda: cleanup(pod0))
     if os.environ.get("E2E_KEEP") != "1":
         kubectl("delete", "namespace", NS, "--wait=false", check=False)
