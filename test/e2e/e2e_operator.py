@@ -187,6 +187,10 @@ def delete():
             parts[cur] = []
         elif cur:
             parts[cur].append(line)
+    # The pod must really see the node: its LVM namespace and its root mount.
+    seen = {k: "\n".join(v) for k, v in parts.items()}
+    if '"pmem-csi"' not in seen.get("ndctl", "") or " / " not in seen.get("mounts", ""):
+        raise AssertionError("the inspecting pod does not see the node's namespaces or mounts:\n%s" % out)
     left = e2e.node_leftovers(lambda *cmd: "\n".join(parts[{"lvm": "lvs", "ndctl": "ndctl", "sh": "state",
                                                             "cat": "mounts"}[cmd[0]]]))
     if any(left.values()):

@@ -7,6 +7,7 @@ made here from files on this machine, without a registry or a container engine:
   busybox    Debian's busybox-static with its applets: the test pods (sh, grep, dd)
   socat      Debian's socat and the libraries ldd shows: the -testing variants
   csi-provisioner, csi-node-driver-registrar   the static binaries of TOOLSDIR
+  csi-resizer   likewise, when TOOLSDIR has it (not yet: e2e.py's expansion test is skipped)
 
 Each one is a one-layer OCI archive OUTDIR/NAME.tar (the format of image/build.sh)
 whose index names it for `ctr images import`. The names are those that deploy/
@@ -198,6 +199,13 @@ def main():
         ("csi-node-driver-registrar", ["localhost/csi-node-driver-registrar:e2e"]
          + names(r"/csi-node-driver-registrar:", ""), static(os.path.join(TOOLS, "csi-node-driver-registrar"))),
     ]
+    # The external-resizer of deploy/kustomize/components/resizer (e2e.py's expansion
+    # test), when the test peers have its binary.
+    resizer = os.path.join(TOOLS, "csi-resizer")
+    if os.access(resizer, os.X_OK):
+        with open(os.path.join(REPO, "deploy/kustomize/components/resizer/resizer.yaml")) as f:
+            named = re.findall(r"^\s*image:\s*(\S+)", f.read(), re.M)
+        images.append(("csi-resizer", ["localhost/csi-resizer:e2e"] + named, static(resizer)))
     lines = []
     for arch, tags, make in images:
         layer, entry = make()
