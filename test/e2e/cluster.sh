@@ -32,6 +32,10 @@
 # exec) at the node's Hostname address first, and "localhost" on the host is the QEMU
 # port forward to the guest's kubelet (the guest's own address, 10.0.2.15, is not
 # reachable from the host through QEMU's user network).
+#
+# Parsed as a whole before it runs (the braces), so that editing this file while a
+# cluster is up (the `run` of scripts/test.sh takes many minutes) cannot derail it.
+{
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cmd=${1:-}
@@ -39,7 +43,7 @@ shift || true
 DIR=$REPO/build-e2e
 if [ $# -gt 0 ] && [ "$1" != -- ]; then DIR=$1; shift; fi
 [ "${1:-}" = -- ] && shift
-case $cmd in up | down | run) ;; *) sed -n '2,/^set -/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;; esac
+case $cmd in up | down | run) ;; *) sed -n '2,/^set -/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2 ;; esac
 mkdir -p "$DIR"
 DIR=$(realpath "$DIR")
 NODE_NAME=localhost
@@ -207,3 +211,5 @@ if [ "$cmd" = run ]; then
     "$@" || rc=$?
     exit $rc
 fi
+exit 0
+}
