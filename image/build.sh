@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # image/build.sh [BUILDDIR] [OUT.tar] - build the pmem-csi-driver container image
-# without a container engine: the driver with meson (release build), a minimal
-# Debian root filesystem with mmdebstrap, and an OCI image archive written by
-# this script (one layer, config, manifest, index: plain tar, gzip and sha256sum).
+# without a container engine: the driver and the operator with meson (release
+# build), a minimal Debian root filesystem with mmdebstrap, and an OCI image archive
+# written by this script (one layer, config, manifest, index: plain tar, gzip and
+# sha256sum). One image for both, as 1.x: its entrypoint is the driver, and the
+# operator's Deployment (deploy/operator/) runs /usr/local/bin/pmem-csi-operator.
 #
 #   BUILDDIR  meson build directory (default build-image, relative to the repo)
 #   OUT.tar   OCI archive to write (default BUILDDIR/pmem-csi-driver.oci.tar)
@@ -74,13 +76,14 @@ if [ ! -f "$BUILDDIR/build.ninja" ]; then
 else
     meson configure "$BUILDDIR" -Dbuildtype=release >/dev/null
 fi
-log "building pmem-csi-driver in $BUILDDIR"
-ninja -C "$BUILDDIR" -j2 pmem-csi-driver >&2
+log "building pmem-csi-driver and pmem-csi-operator in $BUILDDIR"
+ninja -C "$BUILDDIR" -j2 pmem-csi-driver pmem-csi-operator >&2
 BIN=$(realpath "$BUILDDIR/pmem-csi-driver")
+OPERATOR_BIN=$(realpath "$BUILDDIR/pmem-csi-operator")
 
 # --- packages ------------------------------------------------------------------
 # The tools the driver executes, and the packages that hold the shared libraries
-# the binary links (found with ldd/dpkg -S, so new dependencies come along).
+# the binaries link (found with ldd/dpkg -S, so new dependencies come along).
 PKGS=(ndctl lvm2 e2fsprogs xfsprogs util-linux)
 owner() { # owner FILE: the Debian package that ships FILE (merged /usr aware)
     local f=$1 alt
@@ -92,7 +95,7 @@ while read -r lib; do
     [ -n "$p" ] || p=$(owner "$(readlink -f "$lib")")
     [ -n "$p" ] || die "no Debian package ships $lib"
     PKGS+=("$p")
-done < <(ldd "$BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }')
+done < <(ldd "$BIN" "$OPERATOR_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u)
 INCLUDE=$(printf '%s\n' "${PKGS[@]}" | sort -u | paste -sd, -)
 log "packages: $INCLUDE"
 
@@ -104,7 +107,7 @@ trap 'rm -rf "$WORK"' EXIT
 ROOTFS=$WORK/rootfs.tar
 
 log "mmdebstrap $SUITE (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $CREATED)"
-export PMEM_CSI_BINARY=$BIN
+export PMEM_CSI_BINARY=$BIN PMEM_CSI_OPERATOR_BINARY=$OPERATOR_BIN
 # Docs, man pages, translations are not needed; license files stay.
 mmdebstrap --mode=root --variant=essential --format=tar --skip=output/dev \
     --include="$INCLUDE" \
@@ -149,7 +152,7 @@ LAYER=$(blob "$WORK/layer.tar.gz")
 
 labels=$(printf '"org.opencontainers.image.created":"%s","org.opencontainers.image.licenses":"Apache-2.0","org.opencontainers.image.revision":"%s","org.opencontainers.image.title":"pmem-csi-driver","org.opencontainers.image.version":"%s"' \
     "$CREATED" "$REVISION" "$IMAGE_TAG")
-printf '{"architecture":"amd64","config":{"Entrypoint":["/usr/local/bin/pmem-csi-driver"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{%s},"WorkingDir":"/"},"created":"%s","history":[{"created":"%s","created_by":"image/build.sh: mmdebstrap %s + pmem-csi-driver %s"}],"os":"linux","rootfs":{"diff_ids":["sha256:%s"],"type":"layers"}}' \
+printf '{"architecture":"amd64","config":{"Entrypoint":["/usr/local/bin/pmem-csi-driver"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Labels":{%s},"WorkingDir":"/"},"created":"%s","history":[{"created":"%s","created_by":"image/build.sh: mmdebstrap %s + pmem-csi-driver and pmem-csi-operator %s"}],"os":"linux","rootfs":{"diff_ids":["sha256:%s"],"type":"layers"}}' \
     "$labels" "$CREATED" "$CREATED" "$SUITE" "$IMAGE_TAG" "$DIFF_ID" >"$WORK/config.json"
 CONFIG_SIZE=$(size "$WORK/config.json")
 CONFIG=$(blob "$WORK/config.json")

@@ -3,7 +3,8 @@
 #
 # image/customize.sh ROOT - mmdebstrap customize hook of image/build.sh (runs on the
 # build host, ROOT is the image's root directory, /dev /proc /sys are mounted in it).
-# Installs the driver binary ($PMEM_CSI_BINARY), configures LVM for a container
+# Installs the driver and operator binaries ($PMEM_CSI_BINARY,
+# $PMEM_CSI_OPERATOR_BINARY), configures LVM for a container
 # without udev, drops packages the driver never runs, and checks the result:
 # every ELF file finds its libraries and the tools start.
 set -euo pipefail
@@ -33,8 +34,9 @@ done
 say "purged $n packages not needed at run time"
 rm -rf "$ROOT/usr/lib/python3" "$ROOT/usr/share/python3" "$ROOT/usr/lib/python3.11"
 
-# 2. The driver.
+# 2. The driver and the operator (one image, as 1.x).
 install -D -m 0755 "$PMEM_CSI_BINARY" "$ROOT/usr/local/bin/pmem-csi-driver"
+install -D -m 0755 "$PMEM_CSI_OPERATOR_BINARY" "$ROOT/usr/local/bin/pmem-csi-operator"
 install -d -m 0750 "$ROOT/var/lib/pmem-csi.intel.com"
 install -d -m 0755 "$ROOT/csi"
 
@@ -83,8 +85,9 @@ while IFS= read -r -d '' f; do
 done < <(find "$ROOT/usr/bin" "$ROOT/usr/sbin" "$ROOT/usr/local/bin" -type f -perm -u+x -print0)
 [ "$missing" = 0 ] || { say "$missing executables miss libraries"; exit 1; }
 in_root /usr/local/bin/pmem-csi-driver -version >/dev/null
+in_root /usr/local/bin/pmem-csi-operator -version >/dev/null
 LVM_SUPPRESS_FD_WARNINGS=1 in_root lvm version >/dev/null 2>&1
 in_root ndctl --version >/dev/null
 in_root mkfs.ext4 -V >/dev/null 2>&1
 in_root mkfs.xfs -V >/dev/null
-say "all executables resolve their libraries; pmem-csi-driver, lvm, ndctl, mkfs.ext4, mkfs.xfs run"
+say "all executables resolve their libraries; pmem-csi-driver, pmem-csi-operator, lvm, ndctl, mkfs.ext4, mkfs.xfs run"

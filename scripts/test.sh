@@ -5,7 +5,8 @@
 #   manifests, the in-guest CSI suite on emulated PMEM (QEMU), csi-sanity in the
 #   guest in LVM and in direct mode, and the tests against a real Kubernetes API
 #   server (manifest dry-runs, rescheduler with the RBAC of deploy/, conversion
-#   with a node patch).
+#   with a node patch), and end to end on a one-node cluster whose node is a
+#   guest (the manifests and the operator path, test/e2e/).
 # Ends with one line "N passed, N failed"; exit status 1 if anything failed.
 #
 # The test peers (csi-sanity, kube-apiserver, ...) are not in Debian: they come
@@ -27,6 +28,7 @@
 #   CRASH_ITERATIONS   SIGKILL injections per device mode (default here 60; the test's own
 #                      default, 200, is the soak: CRASH_ITERATIONS=200 bash scripts/test.sh)
 #   CONN_STOP_ROUNDS   SIGTERMs under load in the connections test (default here 10; soak: 20+)
+#   SKIP_E2E=1         leave out the end-to-end cluster (counted as skipped)
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -194,6 +196,31 @@ else
             missing "csi-sanity ($mode mode)" "no csi-sanity binary (CSI_SANITY=${CSI_SANITY:-unset}; it comes from ../shared/tools)"
         fi
     done
+fi
+
+# End to end: a one-node cluster (control plane on the host, kubelet + containerd in a
+# guest with emulated NVDIMMs, the driver image of image/build.sh) for the manifests
+# path (e2e.py) and the operator path (e2e_operator.py), one boot for both.
+if [ "${SKIP_VM:-0}" = 1 ]; then
+    result skip "end to end on a cluster" "SKIP_VM=1"
+elif [ "${SKIP_E2E:-0}" = 1 ]; then
+    result skip "end to end on a cluster" "SKIP_E2E=1"
+else
+    e2e_missing=
+    for v in KUBE_APISERVER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KUBELET CSI_PROVISIONER CSI_NODE_DRIVER_REGISTRAR; do
+        [ -n "${!v:-}" ] && [ -x "${!v}" ] || e2e_missing="$e2e_missing $v"
+    done
+    command -v kubectl >/dev/null || e2e_missing="$e2e_missing kubectl"
+    if [ -n "$e2e_missing" ]; then
+        missing "end to end on a cluster" "missing:$e2e_missing (they come from ../shared/tools)"
+    else
+        echo "== end to end on a cluster (test/e2e/cluster.sh run -- test/e2e/run-e2e.sh)"
+        t=$(date +%s)
+        bash test/e2e/cluster.sh run "$REPO/build-e2e" -- bash test/e2e/run-e2e.sh >"$LOG/e2e.log" 2>&1; rc=$?
+        grep -aE '^(ok|FAIL|SKIP) - |^cluster: ' "$LOG/e2e.log" | sed 's/^/    /'
+        echo "    ($(( $(date +%s) - t )) s; cluster logs in build-e2e/)"
+        absorb "end to end on a cluster" "$LOG/e2e.log" $rc
+    fi
 fi
 
 echo "== total time $(( $(date +%s) - T0 )) s; logs in $LOG; $SKIPPED skipped"

@@ -358,6 +358,27 @@ else:
     print(f"ok - manifest flags checked against {os.path.relpath(DRIVER, REPO)} -h ({len(driver_flags)} flags)")
 
 
+def check_operator():
+    """deploy/operator runs the operator binary from the driver image of deploy/generated."""
+    p = []
+    docs = load(f"{REPO}/deploy/operator/pmem-csi-operator.yaml")
+    gen = load(f"{REPO}/deploy/generated/pmem-csi-lvm.yaml")
+    drv = container(one(gen, "DaemonSet", "pmem-csi-intel-com-node")["spec"]["template"]["spec"], "pmem-driver")
+    c = container(one(docs, "Deployment", "pmem-csi-operator")["spec"]["template"]["spec"], "pmem-csi-operator")
+    if c["image"] != drv["image"]:
+        p.append(f"operator image {c['image']} is not the driver image {drv['image']}")
+    if c.get("command") != ["/usr/local/bin/pmem-csi-operator"]:
+        p.append(f"operator command {c.get('command')}")
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    if env.get("PMEM_CSI_IMAGE") not in (None, drv["image"]):
+        p.append(f"PMEM_CSI_IMAGE {env.get('PMEM_CSI_IMAGE')} is not the driver image {drv['image']}")
+    return p
+
+
+check("operator/pmem-csi-operator.yaml: the operator runs from the driver image of deploy/generated",
+      check_operator)
+
+
 def check_examples():
     p = []
     docs = []

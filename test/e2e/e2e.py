@@ -18,10 +18,14 @@ Environment:
   E2E_TEST_IMAGE    image of the test pods, with sh, grep, dd (default busybox:1.36)
   E2E_TIMEOUT       seconds to wait for each step (default 600; emulated nodes are slow)
   E2E_KEEP=1        leave the driver installed at the end
+  E2E_NODE_IMAGES   a file listing the images the nodes have (default: node/images.list beside
+                    KUBECONFIG, which test/e2e/cluster.sh writes): the expansion test is
+                    skipped when the resizer image is not among them
 Prints ok/FAIL/SKIP lines and "N passed, N failed[, N skipped]".
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,13 +38,7 @@ TEST_IMAGE = os.environ.get("E2E_TEST_IMAGE", "busybox:1.36")
 TIMEOUT = int(os.environ.get("E2E_TIMEOUT", "600"))
 NS = "pmem-csi-e2e"
 DRV = "pmem-csi.intel.com"
-EXPAND_TEST = "PVC expansion: 1Gi -> 2Gi under a running pod, kubelet_volume_stats_capacity_bytes follows"
-TESTS = ["deploy: node pods ready, driver registered, capacity published",
-         "late-binding PVC: pod sees dax, writes and reads data",
-         "CSI inline ephemeral volume: pod sees dax, volume gone after the pod",
-         "raw block volume: pod writes and reads the device",
-         "after deleting everything: no volume, state file, mount or kubelet record left on the node",
-         EXPAND_TEST]
+SC = "pmem-csi-e2e-late-binding"
 results = [0, 0, 0]
 
 
@@ -93,7 +91,6 @@ def manifest():
     with open(os.path.join(REPO, "deploy", "generated", VARIANT + ".yaml")) as f:
         text = f.read()
     if IMAGE:
-        import re
         text = re.sub(r"image: \S*pmem-csi-driver\S*", "image: " + IMAGE, text)
     for pair in filter(None, os.environ.get("E2E_SIDECAR_IMAGES", "").split(",")):
         old, new = pair.split("=", 1)
@@ -131,8 +128,7 @@ def run_pod(pod, expect):
     return out
 
 
-def step(i, fn):
-    name = TESTS[i]
+def step(name, fn):
     t0 = time.time()
     try:
         fn()
@@ -164,6 +160,111 @@ def deploy():
     return pods
 
 
+def storage_class():
+    # The storage class first: the provisioner publishes capacity per class.
+    apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+           "metadata": {"name": SC}, "provisioner": DRV, "reclaimPolicy": "Delete",
+           "volumeBindingMode": "WaitForFirstConsumer",
+           "parameters": {"csi.storage.k8s.io/fstype": "ext4", "eraseafter": "true"}})
+
+
+def late_binding():
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "late", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": SC,
+                    "resources": {"requests": {"storage": "100Mi"}}}})
+    out = run_pod(test_pod("late-writer", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
+                           [{"name": "d", "mountPath": "/data"}],
+                           script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
+                                  "echo e2e-data > /data/file && sync && cat /data/file && echo DAX-OK"),
+                  ["DAX-OK", "e2e-data"])
+    log(out.strip().splitlines()[0])
+    kubectl("delete", "pod", "late-writer", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    # The data survives the pod: a second pod reads it.
+    run_pod(test_pod("late-reader", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
+                     [{"name": "d", "mountPath": "/data"}], script="cat /data/file"), ["e2e-data"])
+    kubectl("delete", "pod", "late-reader", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
+def inline():
+    vol = {"name": "d", "csi": {"driver": DRV, "fsType": "ext4", "volumeAttributes": {"size": "64Mi"}}}
+    run_pod(test_pod("inline", [vol], [{"name": "d", "mountPath": "/data"}],
+                     script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
+                            "echo x > /data/x && echo INLINE-OK"), ["INLINE-OK"])
+    kubectl("delete", "pod", "inline", "-n", NS, "--wait=true", timeout=TIMEOUT)
+
+
+def block():
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blk", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block", "storageClassName": SC,
+                    "resources": {"requests": {"storage": "64Mi"}}}})
+    run_pod(test_pod("block", [{"name": "d", "persistentVolumeClaim": {"claimName": "blk"}}],
+                     devices=[{"name": "d", "devicePath": "/dev/e2e"}],
+                     script="ls -l /dev/e2e && echo block-data | dd of=/dev/e2e bs=512 count=1 conv=sync "
+                            "2>/dev/null && dd if=/dev/e2e bs=512 count=1 2>/dev/null | grep -q block-data "
+                            "&& echo BLOCK-OK"), ["BLOCK-OK"])
+    kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    # The pod object goes before kubelet has unpublished and unstaged the volume; a
+    # PVC deleted now would race DeleteVolume against NodeUnpublishVolume (a bind-
+    # mounted device node does not keep the LV open). Wait for kubelet's records.
+    pv = kget("pvc", "blk", "-n", NS)["spec"]["volumeName"]
+    pod0 = node_pods()[0]["metadata"]["name"]
+    wait(lambda: not block_records(pod0, [pv]), "kubelet to unpublish and unstage block volume %s" % pv,
+         timeout=min(TIMEOUT, 300))
+
+
+VOLUME_DEVICES = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
+
+
+def block_records(pod, pvs):
+    """kubelet's records (under staging/, publish/ or at the top of VOLUME_DEVICES) of
+    the block PVs pvs, as the driver's pod sees them."""
+    out = on_node(pod, "sh", "-c", "test -d %s && find %s -maxdepth 2 || true" % (VOLUME_DEVICES, VOLUME_DEVICES))
+    return [f for f in out.split() if os.path.basename(f) in pvs]
+
+
+def node_leftovers(run):
+    """What of ours is left on the node: run(*cmd) executes a command there (in a
+    container that sees the node's /dev, /sys, /var/lib and mounts)."""
+    lvs = run("lvm", "lvs", "--noheadings", "-o", "lv_name,vg_name")
+    ours = [l for l in lvs.split("\n") if l.strip() and l.split()[-1].endswith("fsdax")]
+    ns = json.loads(run("ndctl", "list", "-N") or "[]")
+    ns = ns if isinstance(ns, list) else [ns]
+    named = [n["name"] for n in ns if n.get("name") and n["name"] != "pmem-csi"]
+    state_files = [f for f in run("sh", "-c", "ls /var/lib/%s 2>/dev/null || true" % DRV).split()
+                   if f.endswith(".json")]
+    # Our devices (LVM: /dev/ndbus*, direct: /dev/pmem*) or kubelet's staging
+    # directories of this driver, wherever they are mounted.
+    mounts = [l for l in run("cat", "/proc/1/mounts").split("\n")
+              if l.split()[:1] and (l.split()[0].startswith(("/dev/pmem", "/dev/ndbus"))
+                                    or "/kubernetes.io/csi/%s/" % DRV in l)]
+    return {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
+
+
+def cleanup(pod0):
+    pvs = [c["spec"].get("volumeName") for c in kget("pvc", "-n", NS)["items"]]
+    pvs = [p for p in pvs if p]
+    kubectl("delete", "pvc", "--all", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    wait(lambda: not [pv for pv in kget("pv")["items"]
+                      if pv["spec"].get("csi", {}).get("driver") == DRV], "the PVs to be deleted")
+    left = node_leftovers(lambda *cmd: on_node(pod0, *cmd))
+    if any(left.values()):
+        raise AssertionError("left on the node: %s" % left)
+    # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
+    vd = VOLUME_DEVICES
+    if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
+        # A deleted PV of ours still under staging/, publish/ or at the top is a record
+        # kubelet could not clean up (it keeps retrying NodeUnstageVolume).
+        wait(lambda: not block_records(pod0, pvs),
+             "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
+             timeout=min(TIMEOUT, 300))
+        log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
+    else:
+        log("NOTE: %s is not visible in the driver pod (another kubelet directory?): "
+            "kubelet's block volume records not checked" % vd)
+        log("node clean: no LV, volume namespace, state file or volume mount")
+
+
 # ---- PVC expansion (issue 12, part 2) -------------------------------------------------------
 # Separate from the tests above: it needs the external-resizer sidecar, which is not in
 # deploy/generated (released resizers have no node-deployment mode; docs/usage.md,
@@ -179,6 +280,18 @@ def expand_applicable():
     """None when the expansion test can run here, else why not."""
     if "direct" in VARIANT:
         return "direct mode cannot grow volumes (namespaces are fixed)"
+    listed = os.environ.get("E2E_NODE_IMAGES")
+    if not listed and os.environ.get("KUBECONFIG"):
+        listed = os.path.join(os.path.dirname(os.environ["KUBECONFIG"]), "node", "images.list")
+        listed = listed if os.path.exists(listed) else None
+    if listed:
+        # cluster.sh lists the images its node has (no registry there).
+        with open(os.path.join(RESIZER, "resizer.yaml")) as f:
+            image = re.search(r"image:\s*(\S+)", f.read()).group(1)
+        with open(listed) as f:
+            if image not in f.read().split():
+                return ("the node has no %s image (E2E_NODE_IMAGES=%s): the test peers have no "
+                        "csi-resizer binary to make it from" % (image, listed))
     nodes = {p["spec"].get("nodeName") for p in node_pods()}
     if len(nodes) != 1:
         return ("%d nodes run the driver: external-resizer has no node-deployment mode, so PVC "
@@ -260,126 +373,67 @@ def expansion(klass):
     kubectl("delete", "pod", "grower", "-n", NS, "--wait=true", timeout=TIMEOUT)
 
 
+# The tests after the deployment, in order: (name, function). Add new ones here.
+TESTS = [
+    ("late-binding PVC: pod sees dax, writes and reads data", late_binding),
+    ("CSI inline ephemeral volume: pod sees dax, volume gone after the pod", inline),
+    ("raw block volume: pod writes and reads the device", block),
+]
+# Before the clean-up step, so that its volume is checked for leftovers too; it may
+# be skipped (expand_applicable), so it is not in TESTS.
+EXPAND_TEST = "PVC expansion: 1Gi -> 2Gi under a running pod, kubelet_volume_stats_capacity_bytes follows"
+DEPLOY = "deploy: node pods ready, driver registered, capacity published"
+CLEANUP = "after deleting everything: no volume, state file, mount or kubelet record left on the node"
+
+
+def skip(names, why):
+    for n in names:
+        print("SKIP - e2e: %s (%s)" % (n, why))
+        results[2] += 1
+
+
 def main():
+    names = [DEPLOY] + [n for n, _ in TESTS] + [EXPAND_TEST, CLEANUP]
     if not os.environ.get("KUBECONFIG"):
-        for t in TESTS:
-            print("SKIP - e2e: %s (KUBECONFIG is not set)" % t)
-        results[2] = len(TESTS)
+        skip(names, "KUBECONFIG is not set")
         return
     log("variant %s, test image %s, cluster %s" % (VARIANT, TEST_IMAGE,
         kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")))
     kubectl("create", "namespace", NS, check=False)
-    # The storage class first: the provisioner publishes capacity per class.
-    apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-           "metadata": {"name": "pmem-csi-e2e-late-binding"}, "provisioner": DRV, "reclaimPolicy": "Delete",
-           "volumeBindingMode": "WaitForFirstConsumer",
-           "parameters": {"csi.storage.k8s.io/fstype": "ext4", "eraseafter": "true"}})
+    storage_class()
     state = {}
-    if not step(0, lambda: state.update(pods=deploy())):
-        for i in range(1, len(TESTS)):
-            print("SKIP - e2e: %s (deploy failed)" % TESTS[i])
-            results[2] += 1
+    if not step(DEPLOY, lambda: state.update(pods=deploy())):
+        skip(names[1:], "deploy failed")
         return
     pod0 = state["pods"][0]["metadata"]["name"]
-
-    def late_binding():
-        apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-               "metadata": {"name": "late", "namespace": NS},
-               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "pmem-csi-e2e-late-binding",
-                        "resources": {"requests": {"storage": "100Mi"}}}})
-        out = run_pod(test_pod("late-writer", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
-                               [{"name": "d", "mountPath": "/data"}],
-                               script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
-                                      "echo e2e-data > /data/file && sync && cat /data/file && echo DAX-OK"),
-                      ["DAX-OK", "e2e-data"])
-        log(out.strip().splitlines()[0])
-        kubectl("delete", "pod", "late-writer", "-n", NS, "--wait=true", timeout=TIMEOUT)
-        # The data survives the pod: a second pod reads it.
-        run_pod(test_pod("late-reader", [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}],
-                         [{"name": "d", "mountPath": "/data"}], script="cat /data/file"), ["e2e-data"])
-        kubectl("delete", "pod", "late-reader", "-n", NS, "--wait=true", timeout=TIMEOUT)
-
-    def inline():
-        vol = {"name": "d", "csi": {"driver": DRV, "fsType": "ext4", "volumeAttributes": {"size": "64Mi"}}}
-        run_pod(test_pod("inline", [vol], [{"name": "d", "mountPath": "/data"}],
-                         script="grep ' /data ' /proc/mounts; grep ' /data ' /proc/mounts | grep -q dax && "
-                                "echo x > /data/x && echo INLINE-OK"), ["INLINE-OK"])
-        kubectl("delete", "pod", "inline", "-n", NS, "--wait=true", timeout=TIMEOUT)
-
-    def block():
-        apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blk", "namespace": NS},
-               "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
-                        "storageClassName": "pmem-csi-e2e-late-binding",
-                        "resources": {"requests": {"storage": "64Mi"}}}})
-        run_pod(test_pod("block", [{"name": "d", "persistentVolumeClaim": {"claimName": "blk"}}],
-                         devices=[{"name": "d", "devicePath": "/dev/e2e"}],
-                         script="ls -l /dev/e2e && echo block-data | dd of=/dev/e2e bs=512 count=1 conv=sync "
-                                "2>/dev/null && dd if=/dev/e2e bs=512 count=1 2>/dev/null | grep -q block-data "
-                                "&& echo BLOCK-OK"), ["BLOCK-OK"])
-        kubectl("delete", "pod", "block", "-n", NS, "--wait=true", timeout=TIMEOUT)
-
-    def cleanup():
-        pvs = [c["spec"].get("volumeName") for c in kget("pvc", "-n", NS)["items"]]
-        pvs = [p for p in pvs if p]
-        kubectl("delete", "pvc", "--all", "-n", NS, "--wait=true", timeout=TIMEOUT)
-        wait(lambda: not [pv for pv in kget("pv")["items"]
-                          if pv["spec"].get("csi", {}).get("driver") == DRV], "the PVs to be deleted")
-        lvs = on_node(pod0, "lvm", "lvs", "--noheadings", "-o", "lv_name,vg_name")
-        ours = [l for l in lvs.split("\n") if l.strip() and l.split()[-1].endswith("fsdax")]
-        ns = json.loads(on_node(pod0, "ndctl", "list", "-N") or "[]")
-        ns = ns if isinstance(ns, list) else [ns]
-        named = [n["name"] for n in ns if n.get("name") and n["name"] != "pmem-csi"]
-        state_files = [f for f in on_node(pod0, "ls", "/var/lib/" + DRV).split() if f.endswith(".json")]
-        # Our devices (LVM: /dev/ndbus*, direct: /dev/pmem*) or kubelet's staging
-        # directories of this driver, wherever they are mounted.
-        mounts = [l for l in on_node(pod0, "cat", "/proc/mounts").split("\n")
-                  if l.split()[:1] and (l.split()[0].startswith(("/dev/pmem", "/dev/ndbus"))
-                                        or "/kubernetes.io/csi/%s/" % DRV in l)]
-        left = {"LVs": ours, "volume namespaces": named, "state files": state_files, "mounts": mounts}
-        if any(left.values()):
-            raise AssertionError("left on the node: %s" % left)
-        # kubelet's own records of block volumes go once NodeUnstageVolume succeeded.
-        vd = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices"
-        if on_node(pod0, "sh", "-c", "test -d %s && echo yes || echo no" % vd).strip() == "yes":
-            # A deleted PV of ours still under staging/, publish/ or at the top is a record
-            # kubelet could not clean up (it keeps retrying NodeUnstageVolume).
-            wait(lambda: not [f for f in on_node(pod0, "sh", "-c", "find %s -maxdepth 2" % vd).split()
-                              if os.path.basename(f) in pvs],
-                 "kubelet to unstage the block volume (%s/{staging,publish} empty)" % vd,
-                 timeout=min(TIMEOUT, 300))
-            log("node clean: no LV, volume namespace, state file, volume mount or kubelet block volume record")
-        else:
-            log("NOTE: %s is not visible in the driver pod (another kubelet directory?): "
-                "kubelet's block volume records not checked" % vd)
-            log("node clean: no LV, volume namespace, state file or volume mount")
-
-    step(1, late_binding)
-    step(2, inline)
-    step(3, block)
-    # Before the clean-up step, so that its volume is checked for leftovers too.
+    for name, fn in TESTS:
+        step(name, fn)
     why = expand_applicable()
     if why:
-        print("SKIP - e2e: %s (%s)" % (EXPAND_TEST, why), flush=True)
-        results[2] += 1
+        skip([EXPAND_TEST], why)
     else:
-        step(TESTS.index(EXPAND_TEST), lambda: expansion("pmem-csi-e2e-late-binding"))
+        step(EXPAND_TEST, lambda: expansion(SC))
         pod0 = node_pods()[0]["metadata"]["name"]  # adding the resizer restarts the node pods
-    step(4, cleanup)
+    step(CLEANUP, lambda: cleanup(pod0))
     if os.environ.get("E2E_KEEP") != "1":
         kubectl("delete", "namespace", NS, "--wait=false", check=False)
         kubectl("delete", "-f", "-", "--wait=false", input=manifest(), check=False, timeout=300)
-        kubectl("delete", "storageclass", "pmem-csi-e2e-late-binding", check=False)
-        kubectl("delete", "-f", os.path.join(RESIZER, "rbac-resizer.yaml"), "--ignore-not-found", check=False)
+        kubectl("delete", "storageclass", SC, check=False)
 
 
-try:
-    main()
-except Exception as e:
-    traceback.print_exc(file=sys.stdout)
-    print("FAIL - e2e: unexpected error: %s" % e)
-    results[1] += 1
-line = "%d passed, %d failed" % (results[0], results[1])
-if results[2]:
-    line += ", %d skipped" % results[2]
-print(line)
-sys.exit(1 if results[1] else 0)
+def finish():
+    line = "%d passed, %d failed" % (results[0], results[1])
+    if results[2]:
+        line += ", %d skipped" % results[2]
+    print(line)
+    sys.exit(1 if results[1] else 0)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:
+        traceback.print_exc(file=sys.stdout)
+        print("FAIL - e2e: unexpected error: %s" % e)
+        results[1] += 1
+    finish()

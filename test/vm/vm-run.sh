@@ -25,6 +25,7 @@
 #   --no-lvm-tweak  do not append udev-less settings to the guest's /etc/lvm/lvm.conf
 #   --interactive   give the command the serial console as stdin/tty (default stdin=/dev/null)
 #   --net           user-mode network: the guest is 10.0.2.15, the host's 127.0.0.1 is 10.0.2.2
+#   --hostfwd PORT  with --net: the host's 127.0.0.1:PORT reaches the guest's PORT (repeatable)
 # Exit status: the command's exit status; 124 timeout; 255 guest died / no status.
 # Parsed as a whole before it runs (the braces), so that editing this file while
 # it runs (a VM can take an hour) cannot derail the running copy.
@@ -36,7 +37,7 @@ KDIR=${PMEMVM_KERNEL_DIR:-$CACHE/kernel}
 
 MEM=1G; SMP=$(nproc); [ "$SMP" -gt 4 ] && SMP=4
 NVDIMMS=(); NO_NVDIMM=0; MEMMAP=(); VPMEMS=(); CXLS=(); RWDIRS=(); ENVS=(); TIMEOUT=900
-ACCEL=${PMEMVM_ACCEL:-auto}; APPEND=""; DEBUG=0; INTERACTIVE=0; LVM_TWEAK=1; NET=0
+ACCEL=${PMEMVM_ACCEL:-auto}; APPEND=""; DEBUG=0; INTERACTIVE=0; LVM_TWEAK=1; NET=0; HOSTFWD=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --nvdimm) NVDIMMS+=("$2"); shift 2 ;;
@@ -55,6 +56,7 @@ while [ $# -gt 0 ]; do
         --interactive) INTERACTIVE=1; shift ;;
         --no-lvm-tweak) LVM_TWEAK=0; shift ;;
         --net) NET=1; shift ;;
+        --hostfwd) HOSTFWD="$HOSTFWD,hostfwd=tcp:127.0.0.1:$2-:$2"; shift 2 ;;
         --) shift; break ;;
         -*) echo "vm-run: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -150,7 +152,7 @@ QARGS=(-nodefaults -no-user-config -display none -no-reboot
        -device virtio-9p-pci,fsdev=fsroot,mount_tag=hostroot
        -fsdev local,id=fsout,path="$RUN",security_model=none
        -device virtio-9p-pci,fsdev=fsout,mount_tag=pmemvm-out)
-[ $NET = 1 ] && QARGS+=(-netdev user,id=net0 -device virtio-net-pci,netdev=net0)
+[ $NET = 1 ] && QARGS+=(-netdev "user,id=net0$HOSTFWD" -device virtio-net-pci,netdev=net0)
 i=0
 for d in "${RWDIRS[@]:-}"; do
     [ -n "$d" ] || continue
