@@ -93,6 +93,7 @@ struct call {
 	char path[PATH_MAX_LEN];
 	bool path_too_long;
 	bool post;
+	bool te_trailers; /* "te: trailers": the client can take trailers */
 	bool content_type_ok;
 	bool encoding_identity; /* no grpc-encoding, or "identity" */
 	char encoding[32];
@@ -697,6 +698,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 			memcpy(c->path, value, valuelen);
 			c->path[valuelen] = 0;
 		}
+	} else if (header_is(name, namelen, "te")) {
+		c->te_trailers = valuelen == 8 && memcmp(value, "trailers", 8) == 0;
 	} else if (header_is(name, namelen, "content-type")) {
 		c->content_type_ok = content_type_is_grpc(value, valuelen);
 	} else if (header_is(name, namelen, "grpc-encoding")) {
@@ -734,6 +737,11 @@ static void call_headers_done(struct call *c)
 	}
 	if (!c->content_type_ok) {
 		call_reject(c, "415", CSI_CODE_INTERNAL, "content-type must be application/grpc");
+		return;
+	}
+	/* gRPC requires it, as gRPC core does: without it a proxy may have dropped the trailers. */
+	if (!c->te_trailers) {
+		call_reject(c, "200", CSI_CODE_INTERNAL, "the te header must be \"trailers\"");
 		return;
 	}
 	c->method = c->path_too_long ? NULL : find_method(c->s, c->path);
@@ -877,6 +885,21 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 		(void)nghttp2_session_set_stream_user_data(session, stream_id, NULL);
 		call_detach(c);
 	}
+	return 0;
+}
+
+/*
+ * We ended the stream while the client is still sending (an early refusal, a
+ * deadline): ask it to stop with RST_STREAM NO_ERROR, as HTTP/2 allows after a
+ * complete response (RFC 9113, 8.1). Done once the frame is out, so that the
+ * reset cannot overtake the response.
+ */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
+		(void)nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
 	return 0;
 }
 
@@ -1563,6 +1586,7 @@ int csi_server_start(const struct csi_server_config *config, struct csi_server *
 	nghttp2_session_callbacks_set_on_frame_recv_callback(s->callbacks, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(s->callbacks, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(s->callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(s->callbacks, on_frame_send);
 	now_mono(&s->next_timer);
 	s->next_timer.tv_sec += 3600;
 
