@@ -10,7 +10,8 @@
 # Ends with "N passed, N failed[, N skipped]"; exit status 1 when a check failed.
 set -uo pipefail
 DRIVER=$(realpath "$1")
-TRANSPORT=${2:-$(ldd "$DRIVER" | grep -q libgrpc && echo core || echo nghttp2)}
+case "$(ldd "$DRIVER")" in *libgrpc*) linked=core ;; *) linked=nghttp2 ;; esac
+TRANSPORT=${2:-$linked}
 echo "# $DRIVER, $TRANSPORT transport"
 work=$(mktemp -d /tmp/check-transport.XXXXXX)
 S=$work/csi.sock
