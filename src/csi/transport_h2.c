@@ -35,6 +35,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
@@ -79,6 +80,8 @@
 #define ACCEPT_BATCH 16
 #define PATH_MAX_LEN 256
 #define GRPC_PREFIX 5
+/* After connections closed: give free heap pages back this much later (see conn_close()). */
+#define TRIM_DELAY_MS 1000
 
 struct conn;
 
@@ -162,6 +165,8 @@ struct csi_server {
 	unsigned n_conns, n_pending;
 	size_t body_bytes;
 	struct timespec next_timer;
+	bool trim_pending;
+	struct timespec trim_at;
 	bool stop_seen;
 	nghttp2_session_callbacks *callbacks;
 	nghttp2_option *option;
@@ -929,6 +934,20 @@ static void conn_close(struct conn *conn, struct conn **graveyard)
 	if (conn->next)
 		conn->next->prev = conn->prev;
 	s->n_conns--;
+	/*
+	 * Each session held a few tens of KiB (frame buffers, HPACK tables) in
+	 * the middle of the heap, where M_TRIM_THRESHOLD does not reach: after
+	 * 64 clients had gone, 2.4 MB stayed resident until malloc_trim().
+	 * Once a second at most, after a close.
+	 */
+	if (!s->trim_pending) {
+		struct timespec now;
+
+		now_mono(&now);
+		s->trim_pending = true;
+		s->trim_at = add_ms(now, TRIM_DELAY_MS);
+		timer_at(s, &s->trim_at);
+	}
 	/* Freed at the end of the loop iteration: events of this round may still name it. */
 	conn->next = *graveyard;
 	*graveyard = conn;
@@ -1217,6 +1236,14 @@ static void run_timers(struct csi_server *s, struct conn **graveyard)
 	next = now;
 	next.tv_sec += 3600;
 	s->next_timer = next;
+	if (s->trim_pending) {
+		if (after(&now, &s->trim_at)) {
+			s->trim_pending = false;
+			(void)malloc_trim(0);
+		} else {
+			timer_at(s, &s->trim_at);
+		}
+	}
 	if (s->backoff) {
 		if (after(&now, &s->backoff_until))
 			s->backoff = false;
