@@ -14,7 +14,7 @@ B=${RPC_BENCH:?}
 ROUNDS=${TRANSPORT_ROUNDS:-1}
 SECS=${TRANSPORT_SECONDS:-3}
 CLIENTS=${TRANSPORT_CLIENTS:-"1 8"}
-labels=(core nghttp2)
+labels=(${TRANSPORT_LABELS:-core nghttp2})
 declare -A drv=([core]=${DRIVER_CORE:?} [nghttp2]=${DRIVER_NGHTTP2:?})
 export LVM_SUPPRESS_FD_WARNINGS=1
 echo "# guest: $(nproc) vCPUs, $(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo) MiB, $(uname -r)"
@@ -47,9 +47,10 @@ rpc_part() { # label round
 
 for ((r = 1; r <= ROUNDS; r++)); do
     order=("${labels[@]}")
-    [ $((r % 2)) = 0 ] && order=("${labels[1]}" "${labels[0]}")
+    [ $((r % 2)) = 0 ] && [ ${#labels[@]} = 2 ] && order=("${labels[1]}" "${labels[0]}")
     for l in "${order[@]}"; do
         echo "# round $r: $l (${drv[$l]}), host-independent guest uptime $(cut -d' ' -f1 /proc/uptime)"
+        rm -rf /tmp/lean  # lean.py's work directory, which it wants to create itself
         PMEM_CSI_DRIVER=${drv[$l]} /usr/bin/python3 "$REPO/bench/lean.py" | tag "$l" "$r"
         rpc_part "$l" "$r"
     done

@@ -4,7 +4,8 @@
 # lifecycles, start-up, RPC latency, SIGTERM to exit.
 # usage: bench/transport.sh CORE_BUILDDIR NGHTTP2_BUILDDIR
 #        (e.g. build, set up with -Dgrpc_transport=core, and build-h2 with =nghttp2)
-# knobs: TRANSPORT_ROUNDS (1), TRANSPORT_SECONDS (3), TRANSPORT_CLIENTS ("1 8"), LEAN_*
+# knobs: TRANSPORT_ROUNDS (1), TRANSPORT_SECONDS (3), TRANSPORT_CLIENTS ("1 8"),
+#        TRANSPORT_LABELS ("core nghttp2": which to run), LEAN_*
 #        (bench/lean.py: LEAN_CHECKPOINTS "10 40 80", LEAN_STARTS 3, ...), TRANSPORT_TIMEOUT
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
