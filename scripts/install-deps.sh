@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
     # build
     meson ninja-build pkg-config gcc clang
-    libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
+    libgrpc-dev libnghttp2-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
     libndctl-dev libdaxctl-dev libjansson-dev libblkid-dev libmicrohttpd-dev libcurl4-openssl-dev libyaml-dev
     libgnutls28-dev  # the operator's certificates (also pulled in by libmicrohttpd-dev)
     # checks: valgrind, LeakSanitizer/UBSan runtime for clang
