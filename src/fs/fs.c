@@ -330,8 +330,19 @@ static int count_cb(const struct mi_line *l, void *ud)
 {
 	struct count_ctx *c = ud;
 
-	if (l->major == major(c->dev) && l->minor == minor(c->dev))
+	if (l->major == major(c->dev) && l->minor == minor(c->dev)) {
 		c->count++;
+		return 0;
+	}
+	/* A device node bound onto a file (raw block publish) shows the
+	 * filesystem the node lives in (devtmpfs, or tmpfs for a container's
+	 * /dev), not the device: ask what the mount point is now. Only those
+	 * file systems are stat()ed, so a hung network mount cannot block us. */
+	if (streq_ptr(l->fstype, "devtmpfs") || streq_ptr(l->fstype, "tmpfs")) {
+		struct stat st;
+		if (stat(l->mountpoint, &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == c->dev)
+			c->count++;
+	}
 	return 0;
 }
 

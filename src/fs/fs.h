@@ -78,7 +78,8 @@ void fs_mount_info_done(struct fs_mount_info *i);
  */
 int fs_mount_info(const char *path, struct fs_mount_info *ret);
 
-/** fs_device_mount_count() - how many mounts use the block device dev (by number). */
+/** fs_device_mount_count() - how many mounts use the block device dev: mounts of it
+ * (by number) and binds of its device node onto a file (raw block publish). */
 int fs_device_mount_count(const char *dev);
 
 /** fs_has_option() - whether a comma-separated option list contains opt. */

@@ -169,6 +169,12 @@ class BlockBase(DriverTestCase):
         # container runtime's device rules (docs/usage.md says so).
         m = mounts_at(ro_target)
         self.assertTrue(m and "ro" in m[0][3], "read-only publish is not a ro mount: %s" % m)
+        # DeleteVolume while the device node is bound at a target (found by the e2e
+        # run: kubelet deleted the PV right after the pod, the LV went, and unpublish
+        # failed for ever): a bind of the node shows devtmpfs in mountinfo, not the device.
+        self.expect(C.FAILED_PRECONDITION, self.c.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vol.volume_id),
+                    "DeleteVolume of a published block volume")
+        self.assertIsNotNone(device_of(self, vol.volume_id), "the device of a published block volume is gone")
         for t in (target, ro_target):
             self.unpublish(vol.volume_id, t)
             self.assertFalse(os.path.exists(t), "target %s not removed" % t)
