@@ -127,6 +127,13 @@ for t in build/test/unit/test-*; do
         || { result fail "$n under valgrind" "see $LOG/$n-valgrind.log"; tail -20 "$LOG/$n-valgrind.log"; }
 done
 
+echo "== the gRPC server at the wire (curl over HTTP/2 against the driver on this host), also under ASan+UBSan"
+for b in build build-asan; do
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 bash test/transport/check-transport.sh "$b/pmem-csi-driver" \
+        >"$LOG/transport-$b.log" 2>&1
+    absorb "transport wire checks ($b)" "$LOG/transport-$b.log" $?
+done
+
 echo "== fuzz corpora (test/fuzz), also under ASan+UBSan: one test per corpus"
 for t in build/test/fuzz/fuzz-*; do
     n=$(basename "$t")
