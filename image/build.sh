@@ -84,7 +84,8 @@ OPERATOR_BIN=$(realpath "$BUILDDIR/pmem-csi-operator")
 # --- packages ------------------------------------------------------------------
 # The tools the driver executes, and the packages that hold the shared libraries
 # the binaries link (found with ldd/dpkg -S, so new dependencies come along).
-PKGS=(ndctl lvm2 e2fsprogs xfsprogs util-linux)
+# libcurl4: src/k8s/client.c loads libcurl.so.4 with dlopen(), so ldd does not list it.
+PKGS=(ndctl lvm2 e2fsprogs xfsprogs util-linux libcurl4)
 owner() { # owner FILE: the Debian package that ships FILE (merged /usr aware)
     local f=$1 alt
     case $f in /usr/*) alt=${f#/usr} ;; *) alt=/usr$f ;; esac

@@ -86,6 +86,9 @@ done < <(find "$ROOT/usr/bin" "$ROOT/usr/sbin" "$ROOT/usr/local/bin" -type f -pe
 [ "$missing" = 0 ] || { say "$missing executables miss libraries"; exit 1; }
 in_root /usr/local/bin/pmem-csi-driver -version >/dev/null
 in_root /usr/local/bin/pmem-csi-operator -version >/dev/null
+# libcurl is loaded with dlopen() (src/k8s/client.c), which the ldd check above cannot see.
+out=$(in_root /lib64/ld-linux-x86-64.so.2 --list /usr/lib/x86_64-linux-gnu/libcurl.so.4 2>&1) &&
+    ! grep -q 'not found' <<<"$out" || { say "libcurl.so.4 (loaded by the driver with dlopen) is missing or incomplete: $out"; exit 1; }
 LVM_SUPPRESS_FD_WARNINGS=1 in_root lvm version >/dev/null 2>&1
 in_root ndctl --version >/dev/null
 in_root mkfs.ext4 -V >/dev/null 2>&1

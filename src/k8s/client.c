@@ -3,8 +3,15 @@
  * The libcurl adapter (the only file that includes curl.h): the Kubernetes
  * API client of k8s.h. One easy handle per client behind a mutex, so that the
  * TLS connection is reused between the calls of a polling loop.
+ *
+ * libcurl is loaded with dlopen() when the first client is made, not linked:
+ * with its TLS, Kerberos and LDAP libraries it is 1.7 MB of resident pages,
+ * and the node driver, the mode that runs on every node, never talks to the
+ * API server (docs/performance.md). Only the calls below are used.
  */
+#define CURL_DISABLE_TYPECHECK 1 /* the calls go through function pointers */
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,12 +46,74 @@ struct k8s_client {
 	off_t token_size;
 };
 
+/* The libcurl entry points, from dlopen() of its SONAME (Debian's libcurl4). */
+#define LIBCURL_SONAME "libcurl.so.4"
+static struct {
+	CURLcode (*global_init)(long flags);
+	CURL *(*easy_init)(void);
+	void (*easy_cleanup)(CURL *h);
+	void (*easy_reset)(CURL *h);
+	CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
+	CURLcode (*easy_perform)(CURL *h);
+	CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
+	const char *(*easy_strerror)(CURLcode rc);
+	struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+	void (*slist_free_all)(struct curl_slist *l);
+} cu;
+/* curl.h defines the two variadic ones as macros that check the argument count */
+#undef curl_easy_setopt
+#undef curl_easy_getinfo
+#define curl_global_init cu.global_init
+#define curl_easy_init cu.easy_init
+#define curl_easy_cleanup cu.easy_cleanup
+#define curl_easy_reset cu.easy_reset
+#define curl_easy_setopt cu.easy_setopt
+#define curl_easy_perform cu.easy_perform
+#define curl_easy_getinfo cu.easy_getinfo
+#define curl_easy_strerror cu.easy_strerror
+#define curl_slist_append cu.slist_append
+#define curl_slist_free_all cu.slist_free_all
+
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
+static char global_err[256];
+
+/* Bind one symbol; false (with the reason kept) when it is missing. */
+static bool bind_sym(void *lib, const char *name, void *ret_fn)
+{
+	void *p = dlsym(lib, name);
+
+	if (!p) {
+		snprintf(global_err, sizeof(global_err), "%s has no %s", LIBCURL_SONAME, name);
+		return false;
+	}
+	memcpy(ret_fn, &p, sizeof(p));
+	return true;
+}
 
 static void global_init(void)
 {
+	/* Never closed: curl keeps global state for the life of the process. */
+	void *lib = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	global_rc = CURLE_FAILED_INIT;
+	if (!lib) {
+		snprintf(global_err, sizeof(global_err), "cannot load %s: %s", LIBCURL_SONAME, dlerror());
+		return;
+	}
+	if (!bind_sym(lib, "curl_global_init", &cu.global_init) || !bind_sym(lib, "curl_easy_init", &cu.easy_init) ||
+	    !bind_sym(lib, "curl_easy_cleanup", &cu.easy_cleanup) || !bind_sym(lib, "curl_easy_reset", &cu.easy_reset) ||
+	    !bind_sym(lib, "curl_easy_setopt", &cu.easy_setopt) ||
+	    !bind_sym(lib, "curl_easy_perform", &cu.easy_perform) ||
+	    !bind_sym(lib, "curl_easy_getinfo", &cu.easy_getinfo) ||
+	    !bind_sym(lib, "curl_easy_strerror", &cu.easy_strerror) ||
+	    !bind_sym(lib, "curl_slist_append", &cu.slist_append) ||
+	    !bind_sym(lib, "curl_slist_free_all", &cu.slist_free_all))
+		return;
 	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (global_rc != CURLE_OK)
+		snprintf(global_err, sizeof(global_err), "libcurl initialisation failed (curl error %d)",
+			 (int)global_rc);
 }
 
 /* Re-read the token file when it changed: the kubelet rotates projected tokens. */
@@ -103,7 +172,7 @@ int k8s_client_new(const char *kubeconfig, struct k8s_client **ret, char **ret_e
 
 	pthread_once(&global_once, global_init);
 	if (global_rc != CURLE_OK) {
-		*ret_err = strdup("libcurl initialisation failed");
+		*ret_err = strdup(global_err);
 		return -EIO;
 	}
 	c = calloc(1, sizeof(*c));
