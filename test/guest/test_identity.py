@@ -32,7 +32,11 @@ class Identity(DriverTestCase):
         r = self.expect(None, self.c.ControllerGetCapabilities, pb.ControllerGetCapabilitiesRequest(),
                         "ControllerGetCapabilities")
         caps = {c.rpc.type for c in r.capabilities}
-        want = {CtrlCap.CREATE_DELETE_VOLUME, CtrlCap.LIST_VOLUMES, CtrlCap.GET_CAPACITY}
+        # LVM mode (this group's driver): expansion, snapshots and clones too
+        # (direct mode leaves EXPAND_VOLUME out: test_expand.py checks that).
+        want = {CtrlCap.CREATE_DELETE_VOLUME, CtrlCap.LIST_VOLUMES, CtrlCap.GET_CAPACITY,
+                CtrlCap.EXPAND_VOLUME, CtrlCap.CREATE_DELETE_SNAPSHOT, CtrlCap.LIST_SNAPSHOTS,
+                CtrlCap.CLONE_VOLUME}
         self.assertEqual(caps, want, "controller capabilities %s, want %s" % (
             sorted(CtrlCap.Type.Name(c) for c in caps), sorted(CtrlCap.Type.Name(c) for c in want)))
 
@@ -40,7 +44,8 @@ class Identity(DriverTestCase):
         r = self.expect(None, self.c.NodeGetCapabilities, pb.NodeGetCapabilitiesRequest(),
                         "NodeGetCapabilities")
         caps = {c.rpc.type for c in r.capabilities}
-        self.assertEqual(caps, {NodeCap.STAGE_UNSTAGE_VOLUME, NodeCap.GET_VOLUME_STATS, NodeCap.VOLUME_CONDITION},
+        self.assertEqual(caps, {NodeCap.STAGE_UNSTAGE_VOLUME, NodeCap.GET_VOLUME_STATS, NodeCap.VOLUME_CONDITION,
+                                NodeCap.EXPAND_VOLUME},
                          "node capabilities %s" %
                          sorted(NodeCap.Type.Name(c) for c in caps))
 
