@@ -57,6 +57,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/strutil.h"
+#include "endpoint.h"
 #include "server.h"
 #include "validate.h"
 
@@ -69,7 +70,6 @@
 #define HANDSHAKE_TIMEOUT_MS 20000
 #define PENDING_MAX 1024
 #define FD_RESERVE 64
-#define LISTEN_BACKLOG 1024
 #define ACCEPT_BACKOFF_MS 200
 #define ACCEPT_FAILING_GRACE_S 1.0
 /* Request bytes buffered over all calls (each call: at most max_request_bytes). */
@@ -1434,93 +1434,6 @@ static void *loop_thread(void *arg)
 
 /* ---- the interface of server.h ------------------------------------------------- */
 
-/*
- * "unix:///csi/csi.sock" and "unix:/csi/csi.sock" -> *ret_socket "/csi/csi.sock";
- * "tcp://1.2.3.4:5" and "1.2.3.4:5" -> *ret_hostport "1.2.3.4:5".
- */
-static int parse_endpoint(const char *ep, char **ret_socket, char **ret_hostport)
-{
-	const char *p;
-
-	if (startswith(ep, "unix://")) {
-		p = ep + strlen("unix://");
-		if (*p != '/')
-			return -EINVAL;
-	} else if (startswith(ep, "unix:")) {
-		p = ep + strlen("unix:");
-	} else {
-		p = startswith(ep, "tcp://") ? ep + strlen("tcp://") : ep;
-		if (strstr(p, "://") || !strchr(p, ':'))
-			return -EINVAL;
-		*ret_hostport = strdup(p);
-		return *ret_hostport ? 0 : -ENOMEM;
-	}
-	if (!*p)
-		return -EINVAL;
-	*ret_socket = strdup(p);
-	return *ret_socket ? 0 : -ENOMEM;
-}
-
-static int listen_unix(const char *path, struct stat *ret_st)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -1;
-	size_t len = strlen(path);
-	struct stat st;
-
-	if (len >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, len + 1);
-	/* A socket left behind by an earlier run goes; anything else at the path stays. */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	if (bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
-	    lstat(path, ret_st) < 0)
-		return -errno;
-	return TAKE_FD(fd);
-}
-
-/* "host:port", "[v6]:port" or ":port" (all addresses). */
-static int listen_tcp(const char *hostport)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
-	_cleanup_free_ char *host = strdup(hostport);
-	char *colon, *h;
-	int fd = -EADDRNOTAVAIL, one = 1, r;
-
-	if (!host)
-		return -ENOMEM;
-	colon = strrchr(host, ':');
-	*colon = 0;
-	h = host;
-	if (h[0] == '[' && colon > h && colon[-1] == ']') {
-		h++;
-		colon[-1] = 0;
-	}
-	r = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
-	if (r != 0)
-		return r == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
-	for (struct addrinfo *a = ai; a; a = a->ai_next) {
-		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-		if (fd < 0) {
-			fd = -errno;
-			continue;
-		}
-		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-		    bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0)
-			break;
-		r = -errno;
-		close(fd);
-		fd = r;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
 int csi_server_check(struct csi_server *s, char *reason, size_t reason_len)
 {
 	struct stat st;
@@ -1575,12 +1488,12 @@ int csi_server_start(const struct csi_server_config *config, struct csi_server *
 		goto fail;
 	}
 
-	r = parse_endpoint(config->endpoint, &s->socket_path, &hostport);
+	r = csi_endpoint_parse(config->endpoint, &s->socket_path, &hostport);
 	if (r < 0) {
 		r = log_error_errno(r, "Invalid endpoint \"%s\" (unix:///path or tcp://host:port)", config->endpoint);
 		goto fail;
 	}
-	s->listen_fd = s->socket_path ? listen_unix(s->socket_path, &s->socket_st) : listen_tcp(hostport);
+	s->listen_fd = s->socket_path ? csi_listen_unix(s->socket_path, &s->socket_st) : csi_listen_tcp(hostport);
 	if (s->listen_fd < 0) {
 		r = log_error_errno(s->listen_fd, "Cannot listen on %s: %m", config->endpoint);
 		goto fail;
