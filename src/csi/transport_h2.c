@@ -32,6 +32,11 @@
  * have not sent the HTTP/2 preface and HANDSHAKE_TIMEOUT_MS for them,
  * keepalive pings while calls run, FD_RESERVE descriptors never taken by
  * accepting, and accepting resumes after EMFILE (see the top of transport.c).
+ * Against hostile clients (test/transport/attack-h2.py): at most CONN_MAX
+ * connections (a new one evicts the oldest idle one), REQUEST_TIMEOUT_MS for
+ * a request message to arrive, STALL_TIMEOUT_MS for a client to take the
+ * bytes it is sent, and refusals logged at a bounded rate. Floods of resets,
+ * CONTINUATION frames, PINGs and SETTINGS are nghttp2's to refuse (GOAWAY).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +87,21 @@
 #define GRPC_PREFIX 5
 /* After connections closed: give free heap pages back this much later (see conn_close()). */
 #define TRIM_DELAY_MS 1000
+/*
+ * Bounds against hostile or broken clients (docs/troubleshooting.md, "gRPC
+ * server limits"). Kubelet and the sidecars hold one connection each; when
+ * CONN_MAX are open, a new client evicts the oldest connection that has no
+ * call in progress, so idle or silent connections cannot lock clients out.
+ */
+#define CONN_MAX 256
+#define CONN_MIN 16
+/* From HEADERS to the complete request message: clients send it at once. */
+#define REQUEST_TIMEOUT_MS 10000
+/* A response, or the connection's output, that makes no progress this long: the client does not read. */
+#define STALL_TIMEOUT_MS 10000
+/* Refusals a client can cause (log lines per connection or call): at most this many per window. */
+#define REFUSAL_LOG_BURST 20
+#define REFUSAL_LOG_WINDOW_S 10
 
 struct conn;
 
@@ -118,6 +138,8 @@ struct call {
 
 	bool in_worker;         /* a worker owns it: the loop must not free it */
 	bool answered;          /* a response or status was submitted (loop only) */
+	bool reset_sent;        /* RST_STREAM for a stalled response (loop only) */
+	struct timespec progress; /* last response bytes handed to nghttp2 (loop only) */
 	atomic_bool abandoned;  /* deadline passed or stream gone: a queued call is skipped */
 	atomic_bool logged;     /* the outcome was logged and observed */
 
@@ -143,6 +165,7 @@ struct conn {
 	uint32_t events; /* registered with epoll */
 	uint8_t *out;    /* bytes nghttp2 produced that the socket did not take yet */
 	size_t out_len, out_off;
+	struct timespec out_progress; /* the socket last took bytes of out */
 	bool dead;
 };
 
@@ -162,7 +185,7 @@ struct csi_server {
 
 	/* Loop thread only. */
 	struct conn *conns;
-	unsigned n_conns, n_pending;
+	unsigned n_conns, n_pending, conn_max;
 	size_t body_bytes;
 	struct timespec next_timer;
 	bool trim_pending;
@@ -177,6 +200,9 @@ struct csi_server {
 	int accept_errno;
 	struct timespec accept_failing_since;
 	uint64_t refused;
+	/* Refusal log lines: the window and what was dropped in it. */
+	time_t refusal_window;
+	unsigned refusal_logged, refusal_dropped;
 	bool stop_requested;
 	struct timespec grace_deadline;
 	struct call *work_head, *work_tail;
@@ -241,7 +267,42 @@ static void wake(struct csi_server *s)
 
 /* ---- logging (as transport.c) ------------------------------------------------ */
 
-static void log_outcome(struct call *c, enum csi_code code, const char *message, const char *volume)
+/*
+ * Whether one more refusal may be logged: a client that resets thousands of
+ * streams or opens thousands of connections must not turn each into a log
+ * line. At most REFUSAL_LOG_BURST lines per REFUSAL_LOG_WINDOW_S, then one
+ * line with the number dropped (any thread).
+ */
+static bool refusal_log_allowed(struct csi_server *s)
+{
+	struct timespec now;
+	unsigned dropped = 0;
+	bool allowed;
+
+	now_mono(&now);
+	pthread_mutex_lock(&s->lock);
+	if (now.tv_sec - s->refusal_window >= REFUSAL_LOG_WINDOW_S) {
+		dropped = s->refusal_dropped;
+		s->refusal_window = now.tv_sec;
+		s->refusal_logged = s->refusal_dropped = 0;
+	}
+	allowed = s->refusal_logged < REFUSAL_LOG_BURST;
+	if (allowed)
+		s->refusal_logged++;
+	else
+		s->refusal_dropped++;
+	pthread_mutex_unlock(&s->lock);
+	if (dropped)
+		log_warning("gRPC server: %u more refused calls or connections in %d s were not logged", dropped,
+			    REFUSAL_LOG_WINDOW_S);
+	return allowed;
+}
+
+/*
+ * refusal: the transport refused or cancelled the call (a client's doing,
+ * rate-limited in the log); otherwise the handler's outcome (always logged).
+ */
+static void log_outcome(struct call *c, enum csi_code code, const char *message, const char *volume, bool refusal)
 {
 	struct csi_server *s = c->s;
 	double secs = elapsed_s(&c->start);
@@ -254,6 +315,8 @@ static void log_outcome(struct call *c, enum csi_code code, const char *message,
 	v = code != CSI_CODE_OK ? 0 : (c->method && c->method->slow) ? 1 : 5;
 	if (v > log_get_verbosity())
 		return;
+	if (refusal && code != CSI_CODE_OK && !refusal_log_allowed(s))
+		return;
 	if (code == CSI_CODE_OK)
 		log_structured(LOG_LEVEL_INFO, v, __FILE__, __LINE__, "gRPC call", "method", c->c.method, "volume",
 			       volume, "duration", dur, "code", csi_code_name(code), (const char *)NULL);
@@ -264,14 +327,29 @@ static void log_outcome(struct call *c, enum csi_code code, const char *message,
 }
 
 /* Log and observe the call's own outcome, unless its deadline was logged already. */
-static void call_finish_log(struct call *c)
+static void call_finish_log(struct call *c, bool refusal)
 {
 	if (!atomic_exchange(&c->logged, true)) {
-		log_outcome(c, c->c.code, c->c.message, c->c.volume);
+		log_outcome(c, c->c.code, c->c.message, c->c.volume, refusal);
 		return;
 	}
 	log_v(1, "gRPC call %s (volume \"%s\") finished after its deadline: %s", c->c.method, c->c.volume,
 	      csi_code_name(c->c.code));
+}
+
+/* A connection-level refusal (flood, stall, eviction, not HTTP/2), rate-limited. */
+static void log_refusal(struct csi_server *s, const char *fmt, ...) _printf_(2, 3);
+static void log_refusal(struct csi_server *s, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	if (!refusal_log_allowed(s))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warning("gRPC server: %s", msg);
 }
 
 /* ---- calls --------------------------------------------------------------------- */
@@ -315,7 +393,13 @@ static void call_detach(struct call *c)
 	if (c->method && !c->answered && !atomic_load(&c->logged) && !c->in_worker) {
 		/* Gone before an answer: the client cancelled or its connection broke. */
 		atomic_store(&c->logged, true);
-		log_outcome(c, CSI_CODE_CANCELLED, "the client cancelled the call or closed its connection", "");
+		if (c->message_done)
+			log_outcome(c, CSI_CODE_CANCELLED, "the client cancelled the call or closed its connection", "",
+				    true);
+		else if (c->s->cfg.observer)
+			/* Before its request was complete (as a rapid-reset flood does): counted, not logged. */
+			c->s->cfg.observer(c->method->path, CSI_CODE_CANCELLED, elapsed_s(&c->start),
+					   c->s->cfg.observer_userdata);
 	}
 	if (!c->in_worker)
 		call_free(c);
@@ -352,7 +436,7 @@ static void call_run_handler(struct call *c)
 			c->resp_len = GRPC_PREFIX + len;
 		}
 	}
-	call_finish_log(c);
+	call_finish_log(c, false);
 	protobuf_c_message_free_unpacked(c->request, NULL);
 	c->request = NULL;
 	arena_free(c->c.arena);
@@ -390,6 +474,7 @@ static ssize_t read_response(nghttp2_session *session, int32_t stream_id, uint8_
 
 	memcpy(buf, c->resp + c->resp_off, n);
 	c->resp_off += n;
+	now_mono(&c->progress);
 	if (c->resp_off == c->resp_len) {
 		nghttp2_nv trailers[] = { NV("grpc-status", "0") };
 
@@ -423,6 +508,7 @@ static void submit_status(struct call *c, const char *http_status, enum csi_code
 static void call_submit(struct call *c)
 {
 	c->answered = true;
+	now_mono(&c->progress);
 	if (c->c.code == CSI_CODE_OK && c->resp) {
 		nghttp2_nv nva[] = { NV(":status", "200"), NV("content-type", "application/grpc") };
 		nghttp2_data_provider prd = { .source.ptr = c, .read_callback = read_response };
@@ -452,7 +538,7 @@ static void call_reject(struct call *c, const char *http_status, enum csi_code c
 	}
 	c->message_done = true; /* ignore what else comes */
 	atomic_store(&c->abandoned, true);
-	call_finish_log(c);
+	call_finish_log(c, true);
 	c->answered = true;
 	submit_status(c, http_status, code, c->c.message);
 }
@@ -508,7 +594,7 @@ static void enqueue_work(struct call *c)
 	if (full) {
 		csi_fail(&c->c, CSI_CODE_RESOURCE_EXHAUSTED, "too many requests in progress (%d queued)",
 			 WORK_QUEUE_MAX);
-		call_finish_log(c);
+		call_finish_log(c, true);
 		call_submit(c);
 	}
 }
@@ -570,7 +656,7 @@ static void *worker_thread(void *arg)
 		if (atomic_load(&c->abandoned)) {
 			/* The client is gone or its deadline passed while the call was queued. */
 			csi_fail(&c->c, CSI_CODE_CANCELLED, "cancelled or past its deadline before a worker took it");
-			call_finish_log(c);
+			call_finish_log(c, true);
 		} else {
 			call_run_handler(c);
 		}
@@ -677,6 +763,11 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 		timer_at(conn->s, &due);
 	}
 	nghttp2_session_set_stream_user_data(session, c->stream_id, c);
+	{
+		struct timespec due = add_ms(c->start, REQUEST_TIMEOUT_MS);
+
+		timer_at(conn->s, &due);
+	}
 	return 0;
 }
 
@@ -901,6 +992,13 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
  */
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+	struct conn *conn = user_data;
+
+	/* nghttp2 ends a connection that breaks the protocol or floods it (resets, CONTINUATION, ...). */
+	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+		log_refusal(conn->s, "closing a connection with GOAWAY %s: %.*s",
+			    nghttp2_http2_strerror(frame->goaway.error_code), (int)MIN(frame->goaway.opaque_data_len, 120),
+			    frame->goaway.opaque_data ? (const char *)frame->goaway.opaque_data : "");
 	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
 	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
 	    nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
@@ -967,6 +1065,8 @@ static int conn_flush(struct conn *conn)
 		w = send(conn->fd, conn->out + conn->out_off, conn->out_len - conn->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0)
 			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		if (w > 0)
+			now_mono(&conn->out_progress);
 		conn->out_off += (size_t)w;
 		if (conn_out_pending(conn))
 			return 0;
@@ -996,6 +1096,13 @@ static int conn_flush(struct conn *conn)
 			memcpy(conn->out, data + w, (size_t)(n - w));
 			conn->out_len = (size_t)(n - w);
 			conn->out_off = 0;
+			/* The stall timer runs from here: see run_timers(). */
+			now_mono(&conn->out_progress);
+			{
+				struct timespec due = add_ms(conn->out_progress, STALL_TIMEOUT_MS);
+
+				timer_at(conn->s, &due);
+			}
 			return 0;
 		}
 	}
@@ -1052,7 +1159,11 @@ static void conn_read(struct conn *conn, struct conn **graveyard)
 		r = nghttp2_session_mem_recv(conn->session, buf, (size_t)n);
 		if (r < 0) {
 			/* Not HTTP/2 (a bad preface), a flood, or out of memory. */
-			log_v(5, "gRPC connection closed: %s", nghttp2_strerror((int)r));
+			if (r == NGHTTP2_ERR_BAD_CLIENT_MAGIC)
+				log_refusal(conn->s, "closing a connection that does not speak HTTP/2 (%s)",
+					    nghttp2_strerror((int)r));
+			else
+				log_refusal(conn->s, "closing a connection: %s", nghttp2_strerror((int)r));
 			(void)conn_flush(conn);
 			conn_close(conn, graveyard);
 			return;
@@ -1180,6 +1291,37 @@ static void update_listen(struct csi_server *s)
 		s->listening = want;
 }
 
+/*
+ * At conn_max connections: close the one a new client can best replace, a
+ * connection that never sent the preface (the oldest) or else the one idle
+ * for longest without a call in progress (GOAWAY first: a gRPC client then
+ * reconnects when it needs to). false when every connection has a call.
+ */
+static bool evict_one(struct csi_server *s, struct conn **graveyard)
+{
+	struct conn *victim = NULL;
+
+	for (struct conn *c = s->conns; c; c = c->next) {
+		if (c->dead || c->n_calls > 0)
+			continue;
+		if (!victim || (!c->preface_ok && victim->preface_ok) ||
+		    (c->preface_ok == victim->preface_ok && after(&victim->last_rx, &c->last_rx)))
+			victim = c;
+	}
+	if (!victim)
+		return false;
+	log_refusal(s, "%u connections open (the limit): closing the %s one to make room for a new client",
+		    s->n_conns, victim->preface_ok ? "longest idle" : "oldest silent");
+	if (victim->preface_ok) {
+		(void)nghttp2_submit_goaway(victim->session, NGHTTP2_FLAG_NONE,
+					    nghttp2_session_get_last_proc_stream_id(victim->session), NGHTTP2_NO_ERROR,
+					    NULL, 0);
+		(void)conn_flush(victim);
+	}
+	conn_close(victim, graveyard);
+	return true;
+}
+
 static void do_accept(struct csi_server *s, struct conn **graveyard)
 {
 	for (int i = 0; i < ACCEPT_BATCH && s->n_pending < PENDING_MAX; i++) {
@@ -1202,6 +1344,13 @@ static void do_accept(struct csi_server *s, struct conn **graveyard)
 			return;
 		}
 		accept_result(s, 0);
+		if (s->n_conns >= s->conn_max && !evict_one(s, graveyard)) {
+			/* Every connection has a call in progress: refuse this one rather than let it wait. */
+			log_refusal(s, "%u connections open, each with calls in progress: refusing a new one",
+				    s->n_conns);
+			close(fd);
+			continue;
+		}
 		r = conn_new(s, fd, graveyard);
 		if (r < 0) {
 			log_error_errno(r, "Cannot set up a gRPC connection: %m");
@@ -1216,7 +1365,7 @@ static void do_accept(struct csi_server *s, struct conn **graveyard)
 static void call_expire(struct call *c)
 {
 	if (!atomic_exchange(&c->logged, true))
-		log_outcome(c, CSI_CODE_DEADLINE_EXCEEDED, "deadline exceeded", c->in_worker ? "" : c->c.volume);
+		log_outcome(c, CSI_CODE_DEADLINE_EXCEEDED, "deadline exceeded", c->in_worker ? "" : c->c.volume, true);
 	atomic_store(&c->abandoned, true);
 	if (c->body) {
 		c->s->body_bytes -= c->body_len;
@@ -1225,6 +1374,44 @@ static void call_expire(struct call *c)
 	c->message_done = true;
 	c->answered = true;
 	submit_status(c, "200", CSI_CODE_DEADLINE_EXCEEDED, "deadline exceeded");
+}
+
+/* A call's deadline, the arrival of its request, the progress of its response. */
+static void call_timers(struct call *c, const struct timespec *now)
+{
+	struct csi_server *s = c->s;
+	struct timespec due;
+
+	if (c->answered) {
+		/* The response waits for flow-control window the client never gives (nor resets the stream). */
+		if (!c->resp || c->resp_off >= c->resp_len || c->reset_sent)
+			return;
+		due = add_ms(c->progress, STALL_TIMEOUT_MS);
+		if (!after(now, &due)) {
+			timer_at(s, &due);
+			return;
+		}
+		log_refusal(s, "resetting a stream whose client took no response bytes for %d ms (%s, %zu of %zu sent)",
+			    STALL_TIMEOUT_MS, c->c.method, c->resp_off, c->resp_len);
+		c->reset_sent = true;
+		(void)nghttp2_submit_rst_stream(c->conn->session, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+		return;
+	}
+	if (c->has_deadline) {
+		if (after(now, &c->deadline)) {
+			call_expire(c);
+			return;
+		}
+		timer_at(s, &c->deadline);
+	}
+	if (c->message_done)
+		return; /* with a handler or a worker */
+	due = add_ms(c->start, REQUEST_TIMEOUT_MS);
+	if (after(now, &due))
+		call_reject(c, "200", CSI_CODE_RESOURCE_EXHAUSTED, "the request message did not arrive within %d ms",
+			    REQUEST_TIMEOUT_MS);
+	else
+		timer_at(s, &due);
 }
 
 static void run_timers(struct csi_server *s, struct conn **graveyard)
@@ -1254,8 +1441,8 @@ static void run_timers(struct csi_server *s, struct conn **graveyard)
 		cnext = conn->next;
 		if (!conn->preface_ok) {
 			if (after(&now, &conn->handshake_deadline)) {
-				log_v(2, "Closing a gRPC connection that sent no HTTP/2 preface within %d ms",
-				      HANDSHAKE_TIMEOUT_MS);
+				log_refusal(s, "closing a connection that sent no HTTP/2 preface within %d ms",
+					    HANDSHAKE_TIMEOUT_MS);
 				conn_close(conn, graveyard);
 				continue;
 			}
@@ -1263,8 +1450,8 @@ static void run_timers(struct csi_server *s, struct conn **graveyard)
 		}
 		if (conn->ping_out) {
 			if (after(&now, &conn->ping_deadline)) {
-				log_v(2, "Closing a gRPC connection that did not answer a ping within %d ms",
-				      CONN_KEEPALIVE_TIMEOUT_MS);
+				log_refusal(s, "closing a connection that did not answer a ping within %d ms",
+					    CONN_KEEPALIVE_TIMEOUT_MS);
 				conn_close(conn, graveyard);
 				continue;
 			}
@@ -1280,14 +1467,19 @@ static void run_timers(struct csi_server *s, struct conn **graveyard)
 				timer_at(s, &due);
 			}
 		}
-		for (struct call *c = conn->calls; c; c = c->cnext) {
-			if (!c->has_deadline || c->answered)
+		if (conn_out_pending(conn)) {
+			struct timespec due = add_ms(conn->out_progress, STALL_TIMEOUT_MS);
+
+			if (after(&now, &due)) {
+				log_refusal(s, "closing a connection whose client read nothing for %d ms (%zu bytes waiting)",
+					    STALL_TIMEOUT_MS, conn->out_len - conn->out_off);
+				conn_close(conn, graveyard);
 				continue;
-			if (after(&now, &c->deadline))
-				call_expire(c);
-			else
-				timer_at(s, &c->deadline);
+			}
+			timer_at(s, &due);
 		}
+		for (struct call *c = conn->calls; c; c = c->cnext)
+			call_timers(c, &now);
 		conn_after_io(conn, graveyard);
 	}
 }
@@ -1516,6 +1708,11 @@ int csi_server_start(const struct csi_server_config *config, struct csi_server *
 		goto fail;
 	}
 	s->fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
+	/* Connections take at most half of what the open-file limit leaves beyond the reserve. */
+	s->conn_max = CONN_MAX;
+	if (s->fd_limit != RLIM_INFINITY && s->fd_limit > FD_RESERVE &&
+	    (s->fd_limit - FD_RESERVE) / 2 < (rlim_t)s->conn_max)
+		s->conn_max = (unsigned)MAX((s->fd_limit - FD_RESERVE) / 2, (rlim_t)CONN_MIN);
 
 	if (nghttp2_session_callbacks_new(&s->callbacks) != 0 || nghttp2_option_new(&s->option) != 0) {
 		r = -ENOMEM;

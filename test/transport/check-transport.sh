@@ -7,6 +7,7 @@
 # The driver runs on this host in direct mode with no PMEM (Identity and the refusals
 # need none). Checks of what only the nghttp2 transport does (gRPC core accepts a
 # wrong content-type, ignores a bad grpc-timeout, ...) are skipped with core.
+# Then attack-h2.py (nghttp2 only): hostile HTTP/2 clients against a fresh driver.
 # Ends with "N passed, N failed[, N skipped]"; exit status 1 when a check failed.
 set -uo pipefail
 DRIVER=$(realpath "$1")
@@ -145,6 +146,20 @@ if [ $rc = 0 ] && ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$w
     ok "exit status 0, no sanitizer report"
 else
     fail "exit status $rc; $(grep -m3 -E 'AddressSanitizer|LeakSanitizer|runtime error:' "$work/driver.log")"
+fi
+
+# Hostile clients (attack-h2.py: floods, stalls, too many streams and connections; about
+# 30 s): its checks count here, its cost numbers are in the log.
+if [ "$TRANSPORT" = nghttp2 ]; then
+    /usr/bin/python3 "$(dirname "$0")/attack-h2.py" "$DRIVER" >"$work/attack.log" 2>&1
+    grep -E '^(ok|FAIL|#) ' "$work/attack.log" | grep -v '^# [EWI][0-9]'
+    passed=$((passed + $(grep -c '^ok ' "$work/attack.log")))
+    failed=$((failed + $(grep -c '^FAIL ' "$work/attack.log")))
+    if ! tail -1 "$work/attack.log" | grep -q ' passed, '; then
+        fail "attack-h2.py did not finish: $(tail -3 "$work/attack.log")"
+    fi
+else
+    skip "hostile HTTP/2 clients (nghttp2 transport only)"
 fi
 echo "$passed passed, $failed failed${skipped:+, $skipped skipped}"
 [ $failed = 0 ]
