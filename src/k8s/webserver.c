@@ -29,6 +29,7 @@
 #include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/reaper.h"
 #include "basic/strbuf.h"
 #include "basic/strutil.h"
 
@@ -37,6 +38,15 @@
 #define WEBSERVER_PEM_MAX (1024 * 1024)
 #define CONTENT_TYPE_TEXT "text/plain; charset=utf-8"
 #define WEBSERVER_CHAIN_MAX 8
+/*
+ * The idle timeout restarts at every byte: a client trickling its handshake,
+ * headers or body would hold one of the WEBSERVER_CONNECTIONS_MAX threads
+ * forever. So a connection must also complete its TLS handshake and request
+ * within this long of connecting or of its previous response (basic/reaper.h),
+ * and one client address gets at most a quarter of the connections.
+ */
+#define WEBSERVER_REQUEST_DEADLINE_S 10u
+#define WEBSERVER_PER_IP_MAX (WEBSERVER_CONNECTIONS_MAX / 4)
 
 /*
  * One certificate (chain) and key as read from the files. GnuTLS uses them
@@ -58,6 +68,7 @@ static struct webserver *tls_server;
 
 struct webserver {
 	struct MHD_Daemon *daemon;
+	struct reaper *reaper;
 	uint16_t port;
 	bool verify_clients;
 	size_t max_body;
@@ -157,6 +168,30 @@ static int verify_client(struct MHD_Connection *c, char *why, size_t why_len)
 	return 0;
 }
 
+/* Each connection's request deadline (see WEBSERVER_REQUEST_DEADLINE_S). */
+static void connection_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+			      enum MHD_ConnectionNotificationCode toe)
+{
+	struct webserver *s = cls;
+	const union MHD_ConnectionInfo *ci;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = ci ? reaper_watch(s->reaper, ci->connect_fd) : NULL;
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		/* Before libmicrohttpd closes the descriptor. */
+		reaper_forget(s->reaper, *socket_context);
+		*socket_context = NULL;
+	}
+}
+
+static struct reaper_conn *connection_deadline(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			      const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
@@ -198,6 +233,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		/* A chunked body beyond the limit: stop reading, close the connection. */
 		return req->too_big ? MHD_NO : MHD_YES;
 	}
+	/* The whole request is in: no deadline while the handler works (it may wait for the API server). */
+	reaper_pause(s->reaper, connection_deadline(c));
 	if (strbuf_failed(&req->body))
 		return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n", true);
 
@@ -208,11 +245,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 static void request_done(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode toe)
 {
+	struct webserver *s = cls;
 	struct request *req = *req_cls;
 
-	(void)cls;
-	(void)c;
 	(void)toe;
+	/* The next request on this connection gets its own deadline. */
+	reaper_restart(s->reaper, connection_deadline(c));
 	if (!req)
 		return;
 	strbuf_free(&req->body);
@@ -314,6 +352,7 @@ static void webserver_free(struct webserver *s)
 	if (tls_server == s)
 		tls_server = NULL;
 	pthread_mutex_unlock(&cert_lock);
+	reaper_free(s->reaper);
 	cert_gen_free(s->cert);
 	free(s->cert_file);
 	free(s->key_file);
@@ -497,6 +536,11 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 	s->max_body = cfg->max_body;
 	s->handler = cfg->handler;
 	s->userdata = cfg->userdata;
+	r = reaper_new(tls ? "Webhooks HTTPS server" : "Webhooks HTTP server", WEBSERVER_REQUEST_DEADLINE_S, &s->reaper);
+	if (r < 0) {
+		webserver_free(s);
+		return log_error_errno(r, "Cannot start a thread for the webhooks server: %m");
+	}
 	fd = listen_socket(cfg->listen, &s->port);
 	if (fd < 0) {
 		webserver_free(s);
@@ -515,7 +559,9 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 		s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
 					     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, (void *)NULL,
 					     MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-					     MHD_OPTION_NOTIFY_COMPLETED, request_done, (void *)NULL,
+					     MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
+					     MHD_OPTION_NOTIFY_CONNECTION, connection_notify, s,
+					     MHD_OPTION_PER_IP_CONNECTION_LIMIT, WEBSERVER_PER_IP_MAX,
 					     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEBSERVER_CONNECTION_MEMORY,
 					     MHD_OPTION_CONNECTION_LIMIT, WEBSERVER_CONNECTIONS_MAX,
 					     MHD_OPTION_CONNECTION_TIMEOUT, WEBSERVER_IDLE_TIMEOUT_S,
@@ -527,7 +573,9 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 		s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
 					     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, (void *)NULL,
 					     MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-					     MHD_OPTION_NOTIFY_COMPLETED, request_done, (void *)NULL,
+					     MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
+					     MHD_OPTION_NOTIFY_CONNECTION, connection_notify, s,
+					     MHD_OPTION_PER_IP_CONNECTION_LIMIT, WEBSERVER_PER_IP_MAX,
 					     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)WEBSERVER_CONNECTION_MEMORY,
 					     MHD_OPTION_CONNECTION_LIMIT, WEBSERVER_CONNECTIONS_MAX,
 					     MHD_OPTION_CONNECTION_TIMEOUT, WEBSERVER_IDLE_TIMEOUT_S,

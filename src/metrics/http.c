@@ -20,6 +20,7 @@
 
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/reaper.h"
 #include "basic/strutil.h"
 
 /*
@@ -42,6 +43,13 @@
 #define HTTP_CONNECTIONS_MIN 16u
 #define HTTP_IDLE_TIMEOUT_S 10u
 /*
+ * libmicrohttpd restarts that timeout at every byte, so a client trickling
+ * its headers would keep its slot forever: a connection must also send a
+ * complete request within HTTP_REQUEST_DEADLINE_S of connecting or of its
+ * previous response (basic/reaper.h).
+ */
+#define HTTP_REQUEST_DEADLINE_S 10u
+/*
  * Two epoll threads, each serving its connections without blocking on any of
  * them: idle and half-sent requests cost a slot, not a thread. A scrape that
  * waits for a capacity query leaves the other thread free for probes.
@@ -59,6 +67,7 @@
 struct metrics_http {
 	struct metrics *metrics;
 	struct MHD_Daemon *daemon;
+	struct reaper *reaper;
 	uint16_t port;
 	char path[HTTP_PATH_MAX];
 	char simple_path[HTTP_PATH_MAX + 8];
@@ -193,6 +202,40 @@ static enum MHD_Result serve_metrics(struct metrics_http *h, struct MHD_Connecti
 	return reply_owned(c, *ret_status, CONTENT_TYPE_METRICS, text, len);
 }
 
+/* Each connection's request deadline (see HTTP_REQUEST_DEADLINE_S). */
+static void connection_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+			      enum MHD_ConnectionNotificationCode toe)
+{
+	struct metrics_http *h = cls;
+	const union MHD_ConnectionInfo *ci;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = ci ? reaper_watch(h->reaper, ci->connect_fd) : NULL;
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		/* Before libmicrohttpd closes the descriptor. */
+		reaper_forget(h->reaper, *socket_context);
+		*socket_context = NULL;
+	}
+}
+
+static struct reaper_conn *connection_deadline(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+/* The response went out: the next request on this connection gets its own deadline. */
+static void request_completed(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct metrics_http *h = cls;
+
+	(void)req_cls;
+	(void)toe;
+	reaper_restart(h->reaper, connection_deadline(c));
+}
+
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				      const char *version, const char *upload_data, size_t *upload_data_size,
 				      void **req_cls)
@@ -205,6 +248,8 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
 
 	(void)version;
 	(void)upload_data;
+	/* The headers are in (all a GET needs): no deadline while it is answered. */
+	reaper_pause(h->reaper, connection_deadline(c));
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
 		/* Answer at once, without reading a body; libmicrohttpd then closes the connection. */
 		log_v(5, "HTTP %.16s %.128s -> 405", method, url);
@@ -381,6 +426,11 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
 		r = fd;
 		goto fail;
 	}
+	r = reaper_new("Metrics HTTP server", HTTP_REQUEST_DEADLINE_S, &h->reaper);
+	if (r < 0) {
+		close(fd);
+		goto fail;
+	}
 	/*
 	 * libmicrohttpd's threads inherit our signal mask: block the
 	 * asynchronous signals in them, so SIGTERM & co. reach the thread that
@@ -409,6 +459,8 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
 				     MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
 				     MHD_OPTION_CONNECTION_TIMEOUT, HTTP_IDLE_TIMEOUT_S,
 				     MHD_OPTION_THREAD_POOL_SIZE, HTTP_THREADS,
+				     MHD_OPTION_NOTIFY_CONNECTION, connection_notify, h,
+				     MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
 				     MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	if (!h->daemon) {
@@ -422,6 +474,7 @@ int metrics_http_start(struct metrics *m, const char *listen, const char *path, 
 	*ret = h;
 	return 0;
 fail:
+	reaper_free(h->reaper);
 	pthread_mutex_destroy(&h->ready_lock);
 	free(h);
 	return r;
@@ -454,6 +507,7 @@ void metrics_http_stop(struct metrics_http *h)
 	if (!h)
 		return;
 	MHD_stop_daemon(h->daemon);
+	reaper_free(h->reaper);
 	pthread_mutex_destroy(&h->ready_lock);
 	free(h);
 }

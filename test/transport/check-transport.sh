@@ -7,7 +7,8 @@
 # The driver runs on this host in direct mode with no PMEM (Identity and the refusals
 # need none). Checks of what only the nghttp2 transport does (gRPC core accepts a
 # wrong content-type, ignores a bad grpc-timeout, ...) are skipped with core.
-# Then attack-h2.py (nghttp2 only): hostile HTTP/2 clients against a fresh driver.
+# Then attack-h2.py (nghttp2 only): hostile HTTP/2 clients against a fresh driver, and
+# attack-http.py: slow and numerous clients against the metrics and webhooks servers.
 # Ends with "N passed, N failed[, N skipped]"; exit status 1 when a check failed.
 set -uo pipefail
 DRIVER=$(realpath "$1")
@@ -149,7 +150,12 @@ else
 fi
 
 # Hostile clients (attack-h2.py: floods, stalls, too many streams and connections; about
-# 30 s): its checks count here, its cost numbers are in the log.
+# 20 s): its checks count here, its cost numbers are in the log.
+# The HTTP servers (metrics, webhooks over HTTP and HTTPS) under slow and numerous
+# clients: attack-http.py, about 20 s, whichever the gRPC transport. Both attack scripts
+# run at once (each its own driver; they mostly wait for the servers' timeouts).
+/usr/bin/python3 "$(dirname "$0")/attack-http.py" "$DRIVER" >"$work/attack-http.log" 2>&1 &
+http_pid=$!
 if [ "$TRANSPORT" = nghttp2 ]; then
     /usr/bin/python3 "$(dirname "$0")/attack-h2.py" "$DRIVER" >"$work/attack.log" 2>&1
     grep -E '^(ok|FAIL|#) ' "$work/attack.log" | grep -v '^# [EWI][0-9]'
@@ -160,6 +166,14 @@ if [ "$TRANSPORT" = nghttp2 ]; then
     fi
 else
     skip "hostile HTTP/2 clients (nghttp2 transport only)"
+fi
+wait "$http_pid"
+grep -E '^(ok|FAIL|SKIP|#) ' "$work/attack-http.log" | grep -v '^# [EWI][0-9]'
+passed=$((passed + $(grep -c '^ok ' "$work/attack-http.log")))
+failed=$((failed + $(grep -c '^FAIL ' "$work/attack-http.log")))
+skipped=$((skipped + $(grep -c '^SKIP ' "$work/attack-http.log")))
+if ! tail -1 "$work/attack-http.log" | grep -q ' passed, '; then
+    fail "attack-http.py did not finish: $(tail -3 "$work/attack-http.log")"
 fi
 echo "$passed passed, $failed failed${skipped:+, $skipped skipped}"
 [ $failed = 0 ]
