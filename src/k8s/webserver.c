@@ -43,10 +43,12 @@
  * headers or body would hold one of the WEBSERVER_CONNECTIONS_MAX threads
  * forever. So a connection must also complete its TLS handshake and request
  * within this long of connecting or of its previous response (basic/reaper.h),
- * and one client address gets at most a quarter of the connections.
+ * and one client address gets at most half of the connections: the API server
+ * (webhook calls in bursts of pod creations) and the scheduler each come from
+ * one address, and neither they nor a hostile pod can lock the other out.
  */
 #define WEBSERVER_REQUEST_DEADLINE_S 10u
-#define WEBSERVER_PER_IP_MAX (WEBSERVER_CONNECTIONS_MAX / 4)
+#define WEBSERVER_PER_IP_MAX (WEBSERVER_CONNECTIONS_MAX / 2)
 
 /*
  * One certificate (chain) and key as read from the files. GnuTLS uses them
