@@ -88,8 +88,8 @@
 /* After connections closed: give free heap pages back this much later (see conn_close()). */
 #define TRIM_DELAY_MS 1000
 /*
- * Bounds against hostile or broken clients (docs/troubleshooting.md, "gRPC
- * server limits"). Kubelet and the sidecars hold one connection each; when
+ * Bounds against hostile or broken clients (docs/performance.md, "Hostile
+ * clients"). Kubelet and the sidecars hold one connection each; when
  * CONN_MAX are open, a new client evicts the oldest connection that has no
  * call in progress, so idle or silent connections cannot lock clients out.
  */

@@ -35,7 +35,7 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH, PING, GOAWAY, WINDOW_UPDATE
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-# What the server promises (docs/troubleshooting.md, "gRPC server limits").
+# What the server promises (docs/performance.md, "Hostile clients").
 CONN_MAX = 256              # connections, over all clients
 HANDSHAKE_TIMEOUT_S = 20    # to send the preface
 REQUEST_TIMEOUT_S = 10      # from HEADERS to the whole request message

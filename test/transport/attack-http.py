@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-REQUEST_DEADLINE_S = 10   # every server: a complete request within this long (docs/troubleshooting.md)
+REQUEST_DEADLINE_S = 10   # every server: a complete request within this long (docs/metrics.md, docs/install.md)
 WEBHOOK_CONNS_MAX = 64    # webhooks server: connections (threads), half of them per client address
 WEBHOOK_PER_IP = 32
 RSS_GROWTH_MAX_KB = 32 * 1024
