@@ -55,6 +55,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,6 +83,8 @@
 /* Flow-control window per stream and per connection: a 4 MiB request in 4 round trips. */
 #define WINDOW_BYTES (1024 * 1024)
 #define READ_CHUNK (16 * 1024)
+/* nghttp2's frames gathered into one send() (see conn_flush()). */
+#define WRITE_BATCH (64 * 1024)
 #define ACCEPT_BATCH 16
 #define PATH_MAX_LEN 256
 #define GRPC_PREFIX 5
@@ -193,6 +196,7 @@ struct csi_server {
 	bool stop_seen;
 	nghttp2_session_callbacks *callbacks;
 	nghttp2_option *option;
+	uint8_t wbuf[WRITE_BATCH];
 
 	pthread_mutex_t lock;
 	pthread_cond_t work_cond;
@@ -1056,6 +1060,49 @@ static bool conn_out_pending(const struct conn *conn)
 	return conn->out_off < conn->out_len;
 }
 
+/*
+ * Send a and then b; what the socket does not take waits in conn->out, and
+ * reading stops until it is out. 0 when all went, 1 when some waits, -errno.
+ */
+static int conn_send(struct conn *conn, const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len)
+{
+	struct iovec iov[2] = { { (void *)(uintptr_t)a, a_len }, { (void *)(uintptr_t)b, b_len } };
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = b_len ? 2 : 1 };
+	size_t total = a_len + b_len, done;
+	ssize_t w;
+
+	w = sendmsg(conn->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+		w = 0;
+	}
+	done = (size_t)w;
+	if (done == total)
+		return 0;
+	/* The client does not read fast enough. */
+	conn->out = malloc(total - done);
+	if (!conn->out)
+		return -ENOMEM;
+	if (done < a_len) {
+		memcpy(conn->out, a + done, a_len - done);
+		if (b_len)
+			memcpy(conn->out + (a_len - done), b, b_len);
+	} else {
+		memcpy(conn->out, b + (done - a_len), total - done);
+	}
+	conn->out_len = total - done;
+	conn->out_off = 0;
+	/* The stall timer runs from here: see run_timers(). */
+	now_mono(&conn->out_progress);
+	{
+		struct timespec due = add_ms(conn->out_progress, STALL_TIMEOUT_MS);
+
+		timer_at(conn->s, &due);
+	}
+	return 1;
+}
+
 /* Write what nghttp2 has to send; what the socket does not take waits in conn->out. */
 static int conn_flush(struct conn *conn)
 {
@@ -1075,36 +1122,39 @@ static int conn_flush(struct conn *conn)
 		conn->out_len = conn->out_off = 0;
 	}
 	for (;;) {
-		const uint8_t *data;
-		ssize_t n = nghttp2_session_mem_send(conn->session, &data);
+		uint8_t *buf = conn->s->wbuf;
+		const uint8_t *data, *big = NULL;
+		size_t len = 0, big_len = 0;
+		ssize_t n;
+		int r;
 
-		if (n < 0)
-			return -EIO;
-		if (n == 0)
-			return 0;
-		w = send(conn->fd, data, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				return -errno;
-			w = 0;
-		}
-		if (w < n) {
-			/* The client does not read fast enough: keep the rest, stop reading until it is out. */
-			conn->out = malloc((size_t)(n - w));
-			if (!conn->out)
-				return -ENOMEM;
-			memcpy(conn->out, data + w, (size_t)(n - w));
-			conn->out_len = (size_t)(n - w);
-			conn->out_off = 0;
-			/* The stall timer runs from here: see run_timers(). */
-			now_mono(&conn->out_progress);
-			{
-				struct timespec due = add_ms(conn->out_progress, STALL_TIMEOUT_MS);
-
-				timer_at(conn->s, &due);
+		/*
+		 * nghttp2 hands out one frame at a time: gather them, so that a
+		 * burst of small frames (resets, ACKs, trailers) is one send(). On
+		 * a unix socket each send() is charged a few hundred bytes of
+		 * buffer besides its data: 300 separate 13-byte RST_STREAMs filled
+		 * it and stalled the connection.
+		 */
+		for (;;) {
+			n = nghttp2_session_mem_send(conn->session, &data);
+			if (n < 0)
+				return -EIO;
+			if (n == 0)
+				break;
+			if (len + (size_t)n > WRITE_BATCH) {
+				/* Valid until the next nghttp2 call: sent (or kept) now. */
+				big = data;
+				big_len = (size_t)n;
+				break;
 			}
-			return 0;
+			memcpy(buf + len, data, (size_t)n);
+			len += (size_t)n;
 		}
+		if (len == 0 && !big)
+			return 0;
+		r = conn_send(conn, buf, len, big, big_len);
+		if (r != 0)
+			return r < 0 ? r : 0; /* error, or the rest waits in conn->out */
 	}
 }
 

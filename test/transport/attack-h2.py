@@ -332,14 +332,16 @@ def run(drv, S, base):
     # A client that sends Probes and never reads the answers.
     c = Conn(S)
     c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    c.s.setblocking(False)
+    c.s.settimeout(0.5)
     sent = 0
+    batch = 100
     try:
-        for i in range(50000):
-            sid = 1 + 2 * i
-            c.s.send(frame(HEADERS, END_HEADERS, sid, request_block()) + frame(DATA, END_STREAM, sid, grpc_msg()))
-            sent += 1
-    except (BlockingIOError, OSError):
+        # Until the server stops reading (its answers no longer fit the sockets' buffers).
+        for i in range(0, 50000, batch):
+            c.s.sendall(b"".join(frame(HEADERS, END_HEADERS, 1 + 2 * j, request_block()) +
+                                 frame(DATA, END_STREAM, 1 + 2 * j, grpc_msg()) for j in range(i, i + batch)))
+            sent += batch
+    except OSError:
         pass
     slow["never reads its answers"] = c
     print("# never reads its answers: %d Probes sent before the socket filled up" % sent, flush=True)
@@ -478,6 +480,16 @@ def run(drv, S, base):
     a.done()
 
     a = Attack(drv, "1000 streams on one connection (limit 100)")
+    # Before the client acknowledged the limit: the streams beyond it are refused, 900
+    # RST_STREAMs at once. (They went out as 900 separate 13-byte writes before, which filled
+    # the unix socket's buffer accounting: the connection then stalled for 10 s.)
+    c = Conn(S)
+    c.send(b"".join(frame(HEADERS, END_HEADERS, 1 + 2 * i, request_block()) for i in range(1000)))
+    fr = c.frames(lambda f: f[0] == RST_STREAM and f[2] == 1999, 5)
+    refused = sum(1 for f in fr if f[0] == RST_STREAM and f[3] == struct.pack(">I", 7))
+    check(refused >= 900 or c.closed, "%s: streams beyond the limit refused at once (%d REFUSED_STREAM, closed: %s)"
+          % (a.name, refused, c.closed))
+    c.close()
     # Once the client has acknowledged the limit, stream 101 is a protocol error: the connection ends.
     c = Conn(S)
     c.frames(lambda f: f[0] == SETTINGS and f[1] & ACK, 5)
