@@ -529,6 +529,102 @@ static int check_images(const struct jv *spec, char **ret_reason)
 	return 0;
 }
 
+static void emit(struct operator *op, const struct jv *cr, const char *type, const char *reason, const char *msg)
+{
+	if (leader_is_leading(op->leader))
+		(void)operator_event(op->client, cr, type, reason, msg);
+}
+
+int operator_kube_version_refresh(struct operator *op, bool *ret_changed, char **ret_err)
+{
+	_cleanup_(jv_unrefp) struct jv *v = NULL;
+	struct operator_kube_version kv;
+	bool changed;
+	int r;
+
+	r = k8s_get(op->client, "/version", &v, ret_err);
+	if (r < 0)
+		return r;
+	if (operator_kube_version_parse(v, &kv) < 0) {
+		*ret_err = xasprintf("GET /version: no usable major/minor or gitVersion");
+		return -EBADMSG;
+	}
+	changed = op->kube_known && (kv.major != op->kube.major || kv.minor != op->kube.minor ||
+				     strcmp(kv.git, op->kube.git) != 0);
+	if (!op->kube_known || changed)
+		log_info("Kubernetes %s (%u.%u)%s", kv.git, kv.major, kv.minor,
+			 changed ? ": the version changed, reconciling every PmemCSIDeployment" : "");
+	op->kube = kv;
+	op->kube_known = true;
+	if (ret_changed)
+		*ret_changed = changed;
+	return 0;
+}
+
+/* The sidecar images for this cluster (sidecars.h); Failed with the reason when it is too old. */
+static int pick_sidecars(struct operator *op, const struct operator_sidecars **ret, char **ret_reason)
+{
+	_cleanup_free_ char *err = NULL;
+	int r;
+
+	if (!op->kube_known && (r = operator_kube_version_refresh(op, NULL, &err)) < 0) {
+		*ret_reason = xasprintf("cannot read the Kubernetes version (GET /version) to choose the sidecar "
+					"images: %s", err ? err : strerror(-r));
+		return r;
+	}
+	*ret = operator_sidecars_for(op->kube.major, op->kube.minor);
+	if (!*ret) {
+		*ret_reason = xasprintf("Kubernetes %s (%u.%u) is older than 1.%u, the oldest the driver runs on: "
+					"the node provisioner's storage capacity tracking needs the CSIStorageCapacity "
+					"API storage.k8s.io/v1beta1 (Kubernetes 1.21)",
+					op->kube.git, op->kube.major, op->kube.minor, OPERATOR_KUBE_MIN_MINOR);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+static const char *container_image(const struct jv *o, const char *cname)
+{
+	const struct jv *cs = jv_object_get(
+		jv_object_get(jv_object_get(jv_object_get(o, "spec"), "template"), "spec"), "containers");
+
+	for (size_t i = 0; i < jv_array_size(cs); i++)
+		if (streq_ptr(jv_string(jv_object_get(jv_array_get(cs, i), "name")), cname))
+			return jv_string(jv_object_get(jv_array_get(cs, i), "image"));
+	return NULL;
+}
+
+/*
+ * A Normal event SidecarImages when the node DaemonSet gets other sidecar images than
+ * it has (or is new): which ones and why (the CR's field, or the row for the cluster's
+ * version). Not repeated while nothing changes.
+ */
+static void sidecar_event(struct operator *op, const struct jv *cr, const struct operator_sidecars *sc,
+			  const struct jv *ds, const struct jv *live)
+{
+	const struct jv *spec = jv_object_get(cr, "spec");
+	const char *p = container_image(ds, "external-provisioner"), *g = container_image(ds, "node-driver-registrar");
+	bool p_given = jv_string(jv_object_get(spec, "provisionerImage")) &&
+		       *jv_string(jv_object_get(spec, "provisionerImage"));
+	bool g_given = jv_string(jv_object_get(spec, "nodeRegistrarImage")) &&
+		       *jv_string(jv_object_get(spec, "nodeRegistrarImage"));
+	_cleanup_free_ char *row = NULL, *msg = NULL;
+
+	if (!p || !g || (live && streq_ptr(p, container_image(live, "external-provisioner")) &&
+			 streq_ptr(g, container_image(live, "node-driver-registrar"))))
+		return;
+	row = sc->max_minor ? xasprintf("the default for Kubernetes 1.%u-1.%u: %s", sc->min_minor, sc->max_minor,
+					sc->why)
+			    : xasprintf("the default for Kubernetes 1.%u and newer: %s", sc->min_minor, sc->why);
+	msg = xasprintf("Kubernetes %s: external-provisioner %s (%s), node-driver-registrar %s (%s)", op->kube.git, p,
+			p_given ? "spec.provisionerImage" : row ? row : "", g,
+			g_given ? "spec.nodeRegistrarImage" : row ? row : "");
+	if (!msg)
+		return;
+	log_info("PmemCSIDeployment '%s': %s", meta_string(cr, "name") ?: "", msg);
+	emit(op, cr, "Normal", OPERATOR_EVENT_SIDECARS, msg);
+}
+
 static bool is_workload(const struct jv *o)
 {
 	const char *kind = jv_string(jv_object_get(o, "kind"));
@@ -650,12 +746,6 @@ int operator_refresh_status(struct operator *op, const struct jv *cr)
 	return write_status(op, name, prefix, 0, NULL, NULL, true);
 }
 
-static void emit(struct operator *op, const struct jv *cr, const char *type, const char *reason, const char *msg)
-{
-	if (leader_is_leading(op->leader))
-		(void)operator_event(op->client, cr, type, reason, msg);
-}
-
 static int reconcile_cr(struct operator *op, const struct jv *cr)
 {
 	const char *name = meta_string(cr, "name");
@@ -663,6 +753,7 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 	const char *prev_phase = jv_string(jv_object_get(status, "phase")) ?: "";
 	const char *prev_reason = jv_string(jv_object_get(status, "reason")) ?: "";
 	struct operator_ctx ctx = { .namespace = op->namespace, .default_image = op->default_image };
+	const struct operator_sidecars *sidecars = NULL;
 	_cleanup_(jv_unrefp) struct jv *objs = NULL;
 	_cleanup_free_ char *err = NULL, *prefix = NULL, *reason = NULL;
 	_cleanup_(operator_certs_status_clear) struct operator_certs_status certs = { .verified = -1, .ready = -1 };
@@ -692,6 +783,11 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 				   "'.', at most 63 characters)", name);
 		goto fail;
 	}
+	r = pick_sidecars(op, &sidecars, &reason);
+	if (r < 0)
+		goto fail;
+	ctx.provisioner_image = sidecars->provisioner;
+	ctx.registrar_image = sidecars->registrar;
 	r = operator_render(op->manifest, cr, &ctx, &objs, &err);
 	if (r < 0) {
 		reason = xasprintf("invalid PmemCSIDeployment: %s", err ? err : strerror(-r));
@@ -746,6 +842,9 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 			goto fail;
 		}
 		log_v(4, "Applied %s", path);
+		if (streq_ptr(jv_string(jv_object_get(o, "kind")), "DaemonSet") &&
+		    container_image(o, "external-provisioner"))
+			sidecar_event(op, cr, sidecars, o, live[i]);
 	}
 	log_v(2, "PmemCSIDeployment '%s': %zu objects applied", name, n);
 	if (!leader_is_leading(op->leader)) {

@@ -3,6 +3,8 @@
 
 #include <stdbool.h>
 
+#include "sidecars.h"
+
 struct k8s_client;
 struct jv;
 struct leader;
@@ -18,7 +20,19 @@ struct operator {
 	struct jv *manifest;              /* the embedded objects (JSON array) */
 	struct leader *leader;            /* NULL: no leader election, always reconcile */
 	struct operator_metrics *metrics; /* NULL: no metrics (-metrics-addr=0) */
+	/* The cluster's version (GET /version), cached: read at start and on every resync,
+	 * used by the worker thread only. kube_known false: not read yet. */
+	struct operator_kube_version kube;
+	bool kube_known;
 };
+
+/**
+ * operator_kube_version_refresh() - read GET /version into op->kube. *ret_changed
+ * (may be NULL) tells whether it differs from the version known before (false on the
+ * first read). -errno with ret_err when the API server did not answer usably; the
+ * cached version stays.
+ */
+int operator_kube_version_refresh(struct operator *op, bool *ret_changed, char **ret_err);
 
 /**
  * operator_reconcile() - check one PmemCSIDeployment, make its certificates (certs.h),

@@ -743,6 +743,37 @@ def t_bad_mode_change():
     wait("Running in direct mode", lambda: status().get("phase") == "Running", timeout=30)
 
 
+def sidecar_events():
+    return [e["message"] for e in events("SidecarImages")]
+
+
+def t_sidecars_by_version():
+    """Default sidecar images come from the table row for the cluster's version (v1.32 here:
+    deploy/generated's, which t_equal_to_generated checks); an explicit CR field wins; an
+    Event says which and why."""
+    ver = json.loads(kubectl("get", "--raw", "/version"))
+    msgs = sidecar_events()
+    assert msgs and ver["gitVersion"] in msgs[0], msgs
+    assert "csi-provisioner:v5.3.0" in msgs[0] and "1.32 and newer" in msgs[0], msgs
+    with open(os.path.join(KDIR, "operator.log")) as f:
+        assert "Kubernetes %s (1.%s)" % (ver["gitVersion"], ver["minor"].rstrip("+")) in f.read()
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p",
+            json.dumps({"spec": {"provisionerImage": "example.org/csi-provisioner:v9.9.9"}}))
+    img = lambda: [c["image"] for c in get("daemonset", "%s-node" % PREFIX, "-n", NS)["spec"]["template"]["spec"]
+                   ["containers"] if c["name"] == "external-provisioner"][0]
+    wait("the explicit provisionerImage", lambda: img() == "example.org/csi-provisioner:v9.9.9", timeout=30)
+    m = wait("a second SidecarImages event", lambda: len(sidecar_events()) >= 2 and sidecar_events(), timeout=10)
+    assert any("v9.9.9 (spec.provisionerImage)" in x for x in m), m
+    kubectl("patch", "pmemcsideployment", CR, "--type=json", "-p",
+            '[{"op":"remove","path":"/spec/provisionerImage"}]')
+    wait("the default provisioner again", lambda: img().endswith("csi-provisioner:v5.3.0"), timeout=30)
+    n = len(sidecar_events())
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 3}}))
+    wait("-v=3", lambda: "-v=3" in ds_args(), timeout=30)
+    time.sleep(1)
+    assert len(sidecar_events()) == n, "a reconcile that kept the images recorded an event"
+
+
 def v1x_objects(uid, mode="lvm"):
     """What intel/pmem-csi 1.x's operator created (controller_driver.go): names, labels, selectors."""
     own = [{"apiVersion": "pmem-csi.intel.com/v1beta1", "kind": "PmemCSIDeployment", "name": CR, "uid": uid,
@@ -843,6 +874,8 @@ def main():
         test("default CR's objects equal deploy/generated's", t_equal_to_generated)
         test("CR change (logLevel, logFormat, labels) reaches the DaemonSet", t_change)
         test("fields set by others survive a reconcile", t_others_fields_survive)
+        test("sidecar images by the cluster's version; explicit fields win; SidecarImages event",
+             t_sidecars_by_version)
         test("certificates: generated once into Secrets, reused, mounted as 1.x did", t_secrets)
         test("metrics over HTTP: 1.x's pmem_csi_deployment_*, controller-runtime's, counters move", t_metrics)
         test("metrics: the CR change set sub_resource_updated_at", t_metrics_updated)
