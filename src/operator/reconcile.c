@@ -6,7 +6,7 @@
  *     Warning event, nothing applied) what cannot be deployed: an invalid name or
  *     image reference, an object of the same name that is not owned by this CR, a
  *     node selector that overlaps the nodes of an older CR, a device mode change
- *     while PersistentVolumes of the driver exist;
+ *     while PersistentVolumes of the driver or pods with its inline volumes exist;
  *  2. apply every object by server-side apply with force: the fields we set become
  *     ours (also those that 1.x's operator set with its own field manager), fields
  *     that others set and we do not stay theirs;
@@ -475,43 +475,95 @@ static const char *live_mode(const struct jv *ds)
 	return NULL;
 }
 
+/* The PersistentVolumes of driver name: how many, and the name of the first. */
+static int count_pvs(struct operator *op, const char *name, size_t *ret_n, char **ret_example, char **ret_err)
+{
+	_cleanup_(jv_unrefp) struct jv *pvs = NULL;
+	const struct jv *items;
+	int r;
+
+	r = k8s_get(op->client, "/api/v1/persistentvolumes", &pvs, ret_err);
+	if (r < 0)
+		return r;
+	items = jv_object_get(pvs, "items");
+	for (size_t i = 0; i < jv_array_size(items); i++) {
+		const struct jv *pv = jv_array_get(items, i);
+		if (!streq_ptr(jv_string(jv_object_get(jv_object_get(jv_object_get(pv, "spec"), "csi"), "driver")), name))
+			continue;
+		if (!*ret_example)
+			*ret_example = xasprintf("PersistentVolume %s", meta_string(pv, "name") ?: "");
+		(*ret_n)++;
+	}
+	return 0;
+}
+
+/*
+ * Pods that are not terminated (phase neither Succeeded nor Failed: pending, running,
+ * or being deleted, whose volumes are still there) with a CSI inline ephemeral volume
+ * of driver name. Generic ephemeral volumes are PVCs and count as PersistentVolumes.
+ */
+static int count_inline(struct operator *op, const char *name, size_t *ret_n, char **ret_example, char **ret_err)
+{
+	_cleanup_(jv_unrefp) struct jv *pods = NULL;
+	const struct jv *items;
+	int r;
+
+	r = k8s_get(op->client, "/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed",
+		    &pods, ret_err);
+	if (r < 0)
+		return r;
+	items = jv_object_get(pods, "items");
+	for (size_t i = 0; i < jv_array_size(items); i++) {
+		const struct jv *pod = jv_array_get(items, i);
+		const struct jv *vols = jv_object_get(jv_object_get(pod, "spec"), "volumes");
+		const char *phase = jv_string(jv_object_get(jv_object_get(pod, "status"), "phase"));
+
+		/* The field selector already left these out; a server that ignored it must not count them. */
+		if (streq_ptr(phase, "Succeeded") || streq_ptr(phase, "Failed"))
+			continue;
+		for (size_t k = 0; k < jv_array_size(vols); k++) {
+			const struct jv *csi = jv_object_get(jv_array_get(vols, k), "csi");
+			if (!streq_ptr(jv_string(jv_object_get(csi, "driver")), name))
+				continue;
+			if (!*ret_example)
+				*ret_example = xasprintf("pod %s/%s", meta_string(pod, "namespace") ?: "",
+							 meta_string(pod, "name") ?: "");
+			(*ret_n)++;
+			break;
+		}
+	}
+	return 0;
+}
+
 /*
  * A device mode change leaves the volumes of the old mode behind on the nodes (LVs or
- * namespaces the new mode does not know), unreachable for their PVs. The operator
- * cannot see the nodes' PMEM, but it can see the PersistentVolumes that name the
- * driver: with any of them, the change is refused.
+ * namespaces the new mode does not know), unreachable for their users. The operator
+ * cannot see the nodes' PMEM, but it can see what holds it: PersistentVolumes that
+ * name the driver, and pods that are not terminated with an inline ephemeral volume of
+ * the driver. With any of them, the change is refused.
  */
 static int check_mode_change(struct operator *op, const char *name, const char *from, const char *to,
 			     char **ret_reason)
 {
-	_cleanup_(jv_unrefp) struct jv *pvs = NULL;
-	_cleanup_free_ char *err = NULL;
-	const struct jv *items;
-	const char *example = NULL;
-	size_t n = 0;
+	_cleanup_free_ char *err = NULL, *pv_example = NULL, *pod_example = NULL;
+	size_t npv = 0, npod = 0;
 	int r;
 
-	r = k8s_get(op->client, "/api/v1/persistentvolumes", &pvs, &err);
+	r = count_pvs(op, name, &npv, &pv_example, &err);
+	if (r >= 0)
+		r = count_inline(op, name, &npod, &pod_example, &err);
 	if (r < 0) {
 		*ret_reason = xasprintf("spec.deviceMode: cannot check for volumes before changing the mode from %s "
 					"to %s: %s", from, to, err ? err : strerror(-r));
 		return r;
 	}
-	items = jv_object_get(pvs, "items");
-	for (size_t i = 0; i < jv_array_size(items); i++) {
-		const struct jv *pv = jv_array_get(items, i);
-		if (streq_ptr(jv_string(jv_object_get(jv_object_get(jv_object_get(pv, "spec"), "csi"), "driver")), name)) {
-			if (!example)
-				example = meta_string(pv, "name");
-			n++;
-		}
-	}
-	if (n == 0)
+	if (npv == 0 && npod == 0)
 		return 0;
-	*ret_reason = xasprintf("spec.deviceMode: cannot change from %s to %s while %zu PersistentVolume(s) of "
-				"driver %s exist (%s%s): their data is on the nodes in %s mode; delete them or set "
-				"deviceMode back to %s",
-				from, to, n, name, example ? example : "", n > 1 ? ", ..." : "", from, from);
+	*ret_reason = xasprintf("spec.deviceMode: cannot change from %s to %s while %zu PersistentVolume(s) and %zu "
+				"pod(s) with inline ephemeral volumes of driver %s exist (%s%s): their data is on the "
+				"nodes in %s mode; delete them or set deviceMode back to %s",
+				from, to, npv, npod, name, pv_example ? pv_example : pod_example ? pod_example : "",
+				npv + npod > 1 ? ", ..." : "", from, from);
 	return -EBUSY;
 }
 

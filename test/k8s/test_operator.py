@@ -743,6 +743,38 @@ def t_bad_mode_change():
     wait("Running in direct mode", lambda: status().get("phase") == "Running", timeout=30)
 
 
+def inline_pod(name):
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"nodeName": "olife-n1", "automountServiceAccountToken": False,
+                                "containers": [{"name": "c", "image": "busybox", "volumeMounts": [
+                                    {"name": "pmem", "mountPath": "/data"}]}],
+                                "volumes": [{"name": "pmem", "csi": {"driver": CR,
+                                                                     "volumeAttributes": {"size": "1Gi"}}}]}})
+
+
+def pod_phase(name, phase):
+    kubectl("patch", "pod", name, "-n", "default", "--subresource=status", "--type=merge", "-p",
+            json.dumps({"status": {"phase": phase}}))
+
+
+def t_bad_mode_change_inline():
+    """Inline ephemeral volumes hold PMEM too: a pod that is not terminated blocks the change;
+    one that Succeeded (or Failed) does not. t_bad_mode_change left the CR in direct mode."""
+    wait("Running in direct mode", lambda: status().get("phase") == "Running", timeout=30)
+    kubectl("apply", "-f", "-", input=inline_pod("olife-inline"))
+    pod_phase("olife-inline", "Running")
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"deviceMode": "lvm"}}))
+    st = wait("Failed for spec.deviceMode", failed(CR, "spec.deviceMode"), timeout=30)
+    assert "pod default/olife-inline" in st["reason"] and "inline ephemeral" in st["reason"], st["reason"]
+    assert "-deviceManager=direct" in ds_args(), "half-applied: %s" % ds_args()
+    pod_phase("olife-inline", "Succeeded")  # terminated: its volume is gone from the node
+    # Any change makes the operator look again (a logLevel no earlier test used).
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 6}}))
+    wait("-deviceManager=lvm", lambda: "-deviceManager=lvm" in ds_args(), timeout=30)
+    wait("Running in LVM mode", lambda: status().get("phase") == "Running", timeout=30)
+    kubectl("delete", "pod", "olife-inline", "-n", "default", "--grace-period=0", "--force", check=False)
+
+
 def sidecar_events():
     return [e["message"] for e in events("SidecarImages")]
 
@@ -902,6 +934,8 @@ def main():
              t_bad_foreign_object, skip=no_cm)
         test("deviceMode change with a PersistentVolume of the driver: Failed, nothing applied; without: done",
              t_bad_mode_change, skip=no_cm)
+        test("deviceMode change with a pod using an inline volume of the driver: Failed; terminated pod: done",
+             t_bad_mode_change_inline, skip=no_cm)
         test("objects of the 1.x operator (other field manager, 1.x selectors) taken over in place",
              t_takeover_1x, skip=no_cm)
     finally:
