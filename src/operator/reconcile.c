@@ -393,10 +393,40 @@ static int list_selected_nodes(struct operator *op, const struct jv *selector, s
 	return k8s_get(op->client, path, ret, ret_err);
 }
 
+static const char *cr_mode(const struct jv *cr)
+{
+	const char *m = jv_string(jv_object_get(jv_object_get(cr, "spec"), "deviceMode"));
+	return m && *m ? m : "lvm";
+}
+
+static int64_t cr_percentage(const struct jv *cr)
+{
+	const struct jv *v = jv_object_get(jv_object_get(cr, "spec"), "pmemPercentage");
+	return jv_is_integer(v) ? jv_integer(v) : 100;
+}
+
+/*
+ * 1.x's rule for two installations on one node: an LVM one whose pmemPercentage
+ * leaves part of the PMEM to a direct one. Their objects do not collide (names,
+ * sockets, state directories and the topology key all carry the driver name, the
+ * pods do not use the host network); the LVM driver keeps to its namespace
+ * ("pmem-csi", pmemPercentage of each region) and the direct one to namespaces it
+ * created. Two LVM ones would fight over the same volume groups, and two direct ones
+ * over the same free space: those are refused.
+ */
+static bool may_share_nodes(const struct jv *a, const struct jv *b)
+{
+	const struct jv *lvm = streq_ptr(cr_mode(a), "lvm") ? a : b, *direct = lvm == a ? b : a;
+
+	return streq_ptr(cr_mode(lvm), "lvm") && streq_ptr(cr_mode(direct), "direct") && cr_percentage(lvm) < 100;
+}
+
 /*
  * One driver installation per node: the node selector may not select a node that an
  * older PmemCSIDeployment (created earlier; same second: smaller name) selects, nor
- * be equal to its selector (which also holds before any node carries the labels).
+ * be equal to its selector (which also holds before any node carries the labels),
+ * unless the two may share nodes (may_share_nodes()). Only the younger CR fails; the
+ * older one never looks at younger ones, so it keeps running.
  */
 static int check_overlap(struct operator *op, const struct jv *cr, char **ret_reason)
 {
@@ -425,12 +455,26 @@ static int check_overlap(struct operator *op, const struct jv *cr, char **ret_re
 			continue;
 		if (c > 0 || (c == 0 && strcmp(oname, name ? name : "") > 0))
 			continue; /* younger: it is the one that fails */
+		if (may_share_nodes(cr, o)) {
+			log_v(2, "PmemCSIDeployment '%s' may share nodes with '%s': LVM with pmemPercentage < 100 "
+				 "and direct", name, oname);
+			continue;
+		}
 		theirs = cr_node_selector(o, &odef);
 		if (!theirs)
 			return -ENOMEM;
-		if (selectors_equal(mine, theirs)) {
-			*ret_reason = xasprintf("spec.nodeSelector: selects the same nodes as PmemCSIDeployment '%s'; "
-						"one PMEM-CSI driver per node", oname);
+		/*
+		 * Decided without nodes (none may carry the labels yet): equal selectors, or
+		 * one whose key=values contain the other's, select nodes of the other as soon
+		 * as any node is labelled for the narrower one.
+		 */
+		if (operator_selector_matches(mine, theirs) || operator_selector_matches(theirs, mine)) {
+			*ret_reason = xasprintf("spec.nodeSelector: %s PmemCSIDeployment '%s'; one PMEM-CSI driver per "
+						"node (or LVM with pmemPercentage < 100 beside direct)",
+						selectors_equal(mine, theirs) ? "selects the same nodes as"
+						: operator_selector_matches(theirs, mine) ? "every node it selects is also selected by"
+						: "selects every node selected by",
+						oname);
 			return -EEXIST;
 		}
 		if (!nodes) {
@@ -448,7 +492,8 @@ static int check_overlap(struct operator *op, const struct jv *cr, char **ret_re
 			/* The API server applied our selector; theirs is checked here. */
 			if (operator_selector_matches(mine, labels) && operator_selector_matches(theirs, labels)) {
 				*ret_reason = xasprintf("spec.nodeSelector: node '%s' is also selected by "
-							"PmemCSIDeployment '%s'; one PMEM-CSI driver per node",
+							"PmemCSIDeployment '%s'; one PMEM-CSI driver per node "
+							"(or LVM with pmemPercentage < 100 beside direct)",
 							meta_string(jv_array_get(nitems, k), "name") ?: "",
 							oname);
 				return -EEXIST;

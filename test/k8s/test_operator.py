@@ -768,11 +768,84 @@ def t_bad_mode_change_inline():
     assert "pod default/olife-inline" in st["reason"] and "inline ephemeral" in st["reason"], st["reason"]
     assert "-deviceManager=direct" in ds_args(), "half-applied: %s" % ds_args()
     pod_phase("olife-inline", "Succeeded")  # terminated: its volume is gone from the node
-    # Any change makes the operator look again (a logLevel no earlier test used).
-    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 6}}))
+    # Any change makes the operator look again: a logLevel other than the current one.
+    level = 7 if get("pmemcsideployment", CR)["spec"].get("logLevel") != 7 else 8
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": level}}))
     wait("-deviceManager=lvm", lambda: "-deviceManager=lvm" in ds_args(), timeout=30)
     wait("Running in LVM mode", lambda: status().get("phase") == "Running", timeout=30)
     kubectl("delete", "pod", "olife-inline", "-n", "default", "--grace-period=0", "--force", check=False)
+
+
+def cr_status(name):
+    return (get("pmemcsideployment", name) or {}).get("status") or {}
+
+
+def t_overlap_rules():
+    """One driver per node, the older CR wins: a CR without nodeSelector (default storage=pmem)
+    overlaps on a node with both labels; a narrower selector is refused before any node has
+    its labels; direct beside LVM with pmemPercentage < 100 may share nodes (1.x's rule);
+    disjoint selectors both run; two CRs made at once: the younger by (creationTimestamp,
+    name) fails, never both, and the winner keeps running."""
+    # (a) no nodeSelector: every node labelled storage=pmem, here also selected by CR (older).
+    node("olife-n3", dict(NODE_SEL, storage="pmem"))
+    nosel = "nosel.example.org"
+    kubectl("apply", "-f", "-", input=cr({}, name=nosel))
+    st = wait("the CR without nodeSelector Failed", failed(nosel, "spec.nodeSelector"), timeout=30)
+    assert "olife-n3" in st["reason"] and CR in st["reason"], st["reason"]
+    no_objects("nosel-example-org")
+    assert status().get("phase") == "Running", status()
+    # The older CR is reconciled again (a change) and stays Running: the younger does not block it.
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 4}}))
+    wait("-v=4", lambda: "-v=4" in ds_args(), timeout=30)
+    assert status().get("phase") == "Running", status()
+    kubectl("delete", "pmemcsideployment", nosel)
+    # (d) a narrower selector (no node carries it yet): refused without nodes.
+    sub = "sub.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": dict(NODE_SEL, **{"olife.example.org/zone": "z"})},
+                                          name=sub))
+    st = wait("the narrower CR Failed", failed(sub, "every node it selects is also selected by"), timeout=30)
+    assert CR in st["reason"], st["reason"]
+    no_objects("sub-example-org")
+    kubectl("delete", "pmemcsideployment", sub)
+    # (e) 1.x's exception: direct beside LVM with pmemPercentage < 100 on the same nodes.
+    sh = "sh.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": NODE_SEL, "deviceMode": "direct"}, name=sh))
+    wait("direct beside LVM at 100%% Failed", failed(sh, "pmemPercentage < 100 beside direct"), timeout=30)
+    no_objects("sh-example-org")
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"pmemPercentage": 50}}))
+    wait("-pmemPercentage=50", lambda: "-pmemPercentage=50" in ds_args(), timeout=30)
+    kubectl("patch", "pmemcsideployment", sh, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 5}}))
+    wait("direct beside LVM at 50%% Running", lambda: cr_status(sh).get("phase") == "Running", timeout=60)
+    assert status().get("phase") == "Running", status()
+    kubectl("delete", "pmemcsideployment", sh)
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"pmemPercentage": 100}}))
+    # (b) disjoint selectors, different driver names: both run.
+    node("olife-n4", {"olife.example.org/x": "1"})
+    node("olife-n5", {"olife.example.org/x": "2"})
+    d1, d2 = "d1.example.org", "d2.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": {"olife.example.org/x": "1"}}, name=d1))
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": {"olife.example.org/x": "2"}}, name=d2))
+    for n in (d1, d2):
+        wait("%s Running" % n, lambda: cr_status(n).get("phase") == "Running", timeout=60)
+    kubectl("delete", "pmemcsideployment", d1, d2)
+    # (c) made together (usually the same second): the younger by timestamp, then name, fails.
+    node("olife-n6", {"olife.example.org/y": "1"})
+    t1, t2 = "t2.example.org", "t1.example.org"
+    both = {"apiVersion": "v1", "kind": "List", "items": [
+        json.loads(cr({"nodeSelector": {"olife.example.org/y": "1"}}, name=n)) for n in (t1, t2)]}
+    kubectl("apply", "-f", "-", input=json.dumps(both))
+    crs = {n: get("pmemcsideployment", n)["metadata"]["creationTimestamp"] for n in (t1, t2)}
+    winner, loser = sorted((t1, t2), key=lambda n: (crs[n], n))
+    print("# created %s; winner %s" % (crs, winner))
+    wait("%s Failed" % loser, failed(loser, "spec.nodeSelector"), timeout=60)
+    wait("%s Running" % winner, lambda: cr_status(winner).get("phase") == "Running", timeout=60)
+    assert winner in cr_status(loser)["reason"], cr_status(loser)
+    no_objects(loser.replace(".", "-"))
+    # The winner gone, the other one takes the node.
+    kubectl("delete", "pmemcsideployment", winner)
+    wait("%s Running after %s is gone" % (loser, winner), lambda: cr_status(loser).get("phase") == "Running",
+         timeout=60)
+    kubectl("delete", "pmemcsideployment", loser)
 
 
 def sidecar_events():
@@ -936,10 +1009,14 @@ def main():
              t_bad_mode_change, skip=no_cm)
         test("deviceMode change with a pod using an inline volume of the driver: Failed; terminated pod: done",
              t_bad_mode_change_inline, skip=no_cm)
+        test("overlap: no nodeSelector = storage=pmem nodes; narrower selector; direct beside LVM < 100%; "
+             "disjoint both run; the younger fails, never both",
+             t_overlap_rules, skip=no_cm)
         test("objects of the 1.x operator (other field manager, 1.x selectors) taken over in place",
              t_takeover_1x, skip=no_cm)
     finally:
-        kubectl("delete", "node", "olife-n1", "olife-n2", "--ignore-not-found", check=False)
+        kubectl("delete", "node", "olife-n1", "olife-n2", "olife-n3", "olife-n4", "olife-n5", "olife-n6",
+                "--ignore-not-found", check=False)
         for p in procs:
             p.terminate()
             try:
