@@ -879,6 +879,124 @@ def t_sidecars_by_version():
     assert len(sidecar_events()) == n, "a reconcile that kept the images recorded an event"
 
 
+class VersionProxy:
+    """A plain-HTTP front for the real kube-apiserver (admin client certificate) that
+    passes every request through, streams included, and answers GET /version with
+    self.version when set: the only way to show the operator other Kubernetes versions
+    with the one API server binary the tests have. Everything else is the real server."""
+
+    def __init__(self):
+        import http.client
+        import http.server
+        import ssl
+        import threading
+        with open(KCFG) as f:
+            server = re.search(r"server: https://([^\s]+)", f.read()).group(1)
+        host, port = server.rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=os.path.join(KDIR, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(KDIR, "admin.crt"), os.path.join(KDIR, "admin.key"))
+        proxy = self
+        self.version = None
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                if self.path == "/version" and proxy.version is not None:
+                    body = json.dumps(proxy.version).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "content-length", "authorization")}
+                c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=600)
+                c.request(self.command, self.path, body=body, headers=headers)
+                r = c.getresponse()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while True:
+                        chunk = r.read1(65536)
+                        if not chunk:
+                            break
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                finally:
+                    c.close()
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = os.path.join(KDIR, "kubeconfig-proxy")
+        with open(self.kubeconfig, "w") as f:
+            f.write("apiVersion: v1\nkind: Config\nclusters:\n- name: p\n  cluster:\n    server: http://127.0.0.1:%d\n"
+                    "users:\n- name: u\n  user: {}\ncontexts:\n- name: p\n  context: {cluster: p, user: u}\n"
+                    "current-context: p\n" % self.server.server_address[1])
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def node_images():
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    return {c["name"]: c["image"] for c in ds["spec"]["template"]["spec"]["containers"]}
+
+
+def t_version_change():
+    """GET /version through VersionProxy: 1.20 -> Failed naming the version, nothing applied;
+    the version becomes 1.27 -> within a resync the CR runs with 1.27's sidecars (v3.6.0,
+    v2.9.0) and a SidecarImages event says why; back to the real version -> deploy/generated's."""
+    stop_operators()
+    real = json.loads(kubectl("get", "--raw", "/version"))
+    before = node_images()
+    proxy = VersionProxy()
+    proxy.version = {"major": "1", "minor": "20", "gitVersion": "v1.20.15"}
+    log = open(os.path.join(KDIR, "operator-version.log"), "w")
+    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + proxy.kubeconfig, "-namespace=" + NS, "-resync=3", "-v=4",
+                          "-metrics-addr=0", "-leader-election=false"], stdout=log, stderr=subprocess.STDOUT)
+    procs.append(p)
+    operators.append(p)
+    try:
+        kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 2}}))
+        st = wait("Failed: Kubernetes 1.20 too old", failed(CR, "v1.20.15"), timeout=30)
+        assert "older than 1.21" in st["reason"], st["reason"]
+        assert node_images() == before and "-v=2" not in ds_args(), "half-applied: %s" % node_images()
+        t0 = time.time()
+        proxy.version = {"major": "1", "minor": "27+", "gitVersion": "v1.27.16-eks-2f008fe"}
+        wait("1.27's sidecars", lambda: node_images().get("external-provisioner", "").endswith(
+            "csi-provisioner:v3.6.0"), timeout=30)
+        print("# version change applied after %.1f s (resync 3 s)" % (time.time() - t0))
+        imgs = node_images()
+        assert imgs["node-driver-registrar"].endswith("csi-node-driver-registrar:v2.9.0"), imgs
+        wait("Running", lambda: status().get("phase") == "Running", timeout=30)
+        m = wait("a SidecarImages event for 1.27", lambda: [e for e in sidecar_events() if "v1.27.16" in e],
+                 timeout=10)
+        assert "1.27-1.28" in m[0], m
+        proxy.version = None  # the real server's answer again
+        wait("deploy/generated's sidecars on %s" % real["gitVersion"], lambda: node_images() == dict(
+            before, **{"pmem-driver": node_images()["pmem-driver"]}), timeout=30)
+        with open(os.path.join(KDIR, "operator-version.log")) as f:
+            assert "the version changed" in f.read()
+    finally:
+        stop_operators()
+        proxy.stop()
+
+
 def v1x_objects(uid, mode="lvm"):
     """What intel/pmem-csi 1.x's operator created (controller_driver.go): names, labels, selectors."""
     own = [{"apiVersion": "pmem-csi.intel.com/v1beta1", "kind": "PmemCSIDeployment", "name": CR, "uid": uid,
@@ -1012,6 +1130,8 @@ def main():
         test("overlap: no nodeSelector = storage=pmem nodes; narrower selector; direct beside LVM < 100%; "
              "disjoint both run; the younger fails, never both",
              t_overlap_rules, skip=no_cm)
+        test("cluster version via /version: 1.20 Failed naming it; a change to 1.27 re-picks the sidecars",
+             t_version_change, skip=no_cm)
         test("objects of the 1.x operator (other field manager, 1.x selectors) taken over in place",
              t_takeover_1x, skip=no_cm)
     finally:
