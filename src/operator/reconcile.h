@@ -39,9 +39,11 @@ int operator_kube_version_refresh(struct operator *op, bool *ret_changed, char *
  * apply its objects (server-side apply, forced, as field manager pmem-csi-operator) and
  * write its status: phase Running or Failed with the reason, the CertsVerified,
  * CertsReady and DriverDeployed conditions and the Controller and Node components from
- * the Deployment and DaemonSet status. A CR that cannot be deployed (an invalid name or
- * image reference, a node selector that overlaps an older CR's, a device mode change
- * while the driver has volumes) fails before anything is written. Events (NewDeployment,
+ * the Deployment and DaemonSet status. Empty sidecar image fields get the images for
+ * the cluster's version (op->kube, sidecars.h). A CR that cannot be deployed (an
+ * invalid name or image reference, a cluster older than 1.OPERATOR_KUBE_MIN_MINOR, a
+ * node selector that overlaps an older CR's, a device mode change while the driver has
+ * PersistentVolumes or pods with inline volumes) fails before anything is written. Events (NewDeployment,
  * Running, Failed) are recorded when the phase or reason changes. Stops at once,
  * without writing, when this replica is not the leader (any more). Counted in
  * op->metrics. Returns the error that made the phase Failed, 0 otherwise.
