@@ -8,7 +8,12 @@ same sources as the plain install (one source of truth):
       rules (clusterPermissions), for its ServiceAccount;
   deploy/crd/*.yaml                        ->  manifests/ (copied) and the CSV's owned CRDs;
   deploy/operator's Services               ->  manifests/ (without a namespace: OLM sets it);
-  meson.build's version                    ->  the CSV's name and version.
+  meson.build's version                    ->  the CSV's name and version;
+  the images the operator runs or deploys  ->  the CSV's relatedImages (for mirroring in
+      disconnected clusters): the operator Deployment's, deploy/generated/pmem-csi-lvm.yaml's
+      (what the operator applies) and every sidecar image of the table by Kubernetes
+      version in src/operator/sidecars.c;
+  src/operator/sidecars.h's oldest minor   ->  the CSV's minKubeVersion is never older.
 
 Writes deploy/olm/bundle/{manifests,metadata}. --check: compare instead of writing,
 exit 1 with the first differences (test/deploy/check_olm.py runs it in CI).
@@ -43,6 +48,42 @@ def one(docs, kind):
 
 def dump(obj):
     return HEADER + yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, width=100)
+
+
+def images(docs):
+    """Every container image of the pod templates in docs, in order, once."""
+    out = []
+    for d in docs:
+        pod = d.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            if c["image"] not in out:
+                out.append(c["image"])
+    return out
+
+
+def table_images():
+    """The sidecar images of src/operator/sidecars.c's table (REG "name:tag" literals)."""
+    with open(os.path.join(REPO, "src/operator/sidecars.c")) as f:
+        text = f.read()
+    reg = re.search(r'#define REG "([^"]+)"', text).group(1)
+    return [reg + m for m in re.findall(r'(?<!define )\bREG "([^"]+)"', text)]
+
+
+def kube_min_minor():
+    with open(os.path.join(REPO, "src/operator/sidecars.h")) as f:
+        return int(re.search(r"#define OPERATOR_KUBE_MIN_MINOR (\d+)", f.read()).group(1))
+
+
+def related_images(op):
+    imgs = images(op) + images(load(os.path.join(REPO, "deploy/generated/pmem-csi-lvm.yaml"))) + table_images()
+    out, seen = [], set()
+    for img in imgs:
+        if img in seen:
+            continue
+        seen.add(img)
+        repo, _, tag = img.rpartition("/")[2].partition(":")
+        out.append({"name": re.sub(r"[^a-z0-9]+", "-", ("%s-%s" % (repo, tag)).lower()).strip("-"), "image": img})
+    return out
 
 
 def render():
@@ -92,7 +133,10 @@ def render():
                            "pmem-csi.intel.com/v1beta1, as intel/pmem-csi 1.x) and keeps the "
                            "installation equal to it: see docs/operator.md.",
             "version": version,
-            "minKubeVersion": "1.25.0",
+            # The CRD's name rule is CEL (x-kubernetes-validations): beta and on by default
+            # from 1.25. The driver itself runs from 1.OPERATOR_KUBE_MIN_MINOR on.
+            "minKubeVersion": "1.%d.0" % max(25, kube_min_minor()),
+            "relatedImages": related_images(op),
             "maturity": "alpha",
             "provider": {"name": "PMEM-CSI maintainers"},
             "keywords": ["PMEM-CSI", "persistent memory", "PMEM", "CSI"],

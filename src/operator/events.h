@@ -14,6 +14,7 @@ struct k8s_client;
 #define OPERATOR_EVENT_NEW "NewDeployment" /* Normal: first reconcile of a CR */
 #define OPERATOR_EVENT_RUNNING "Running"    /* Normal: everything applied */
 #define OPERATOR_EVENT_FAILED "Failed"      /* Warning: the message is the status reason */
+#define OPERATOR_EVENT_SIDECARS "SidecarImages" /* Normal: sidecar images chosen, and why */
 
 /**
  * operator_event() - record one event about cr (a PmemCSIDeployment as read from the

@@ -16,6 +16,9 @@
  *   annotations and owners as last seen) only refreshes the CR's status.
  * - Watches run on every replica (cheap); the worker drops work while not leading and
  *   queues everything when it becomes the leader.
+ * - The cluster's version (GET /version, for the default sidecar images) is read at
+ *   start and again before every "reconcile everything", so a changed version
+ *   reaches every CR within one resync.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -485,10 +488,18 @@ static void reconcile_one(struct operator *op, const char *name, bool status_onl
 static void reconcile_all(struct operator *op)
 {
 	_cleanup_(jv_unrefp) struct jv *list = NULL;
-	_cleanup_free_ char *err = NULL;
+	_cleanup_free_ char *err = NULL, *verr = NULL;
 	const struct jv *items;
 	int r;
 
+	/*
+	 * Every resync (and every re-list after a broken watch, as an API server upgrade
+	 * causes) re-reads the cluster's version: a changed one changes the default
+	 * sidecar images, which the reconciles below apply.
+	 */
+	r = operator_kube_version_refresh(op, NULL, &verr);
+	if (r < 0)
+		log_warning_errno(r, "Cannot read the Kubernetes version: %s", verr ? verr : "");
 	r = k8s_get(op->client, OPERATOR_CRD_PATH, &list, &err);
 	if (r < 0) {
 		log_warning_errno(r, "Failed to list PmemCSIDeployments: %s", err ? err : "");
@@ -677,6 +688,11 @@ int main(int argc, char **argv)
 	}
 	if (!image || !*image)
 		image = own = own_image(op.client, ns);
+	free(err);
+	err = NULL;
+	/* Once at start; a failure is retried before the first reconcile that needs it. */
+	if (operator_kube_version_refresh(&op, NULL, &err) < 0)
+		log_warning("Cannot read the Kubernetes version (GET /version): %s", err ? err : "");
 	op.namespace = ns;
 	op.default_image = image;
 	r = setup_metrics(&op, metrics_addr, metrics_addr_given);

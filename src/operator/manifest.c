@@ -397,8 +397,8 @@ int operator_render(const struct jv *tmpl, const struct jv *cr, const struct ope
 		.json_logs = streq(spec_string(spec, "logFormat", "text"), "json"),
 		.percentage = spec_int(spec, "pmemPercentage", 100),
 		.image = spec_string(spec, "image", ctx->default_image),
-		.provisioner_image = spec_string(spec, "provisionerImage", NULL),
-		.registrar_image = spec_string(spec, "nodeRegistrarImage", NULL),
+		.provisioner_image = spec_string(spec, "provisionerImage", ctx->provisioner_image),
+		.registrar_image = spec_string(spec, "nodeRegistrarImage", ctx->registrar_image),
 		.pull_policy = spec_string(spec, "pullPolicy", NULL),
 	};
 	if (!streq(r.mode, "lvm") && !streq(r.mode, "direct")) {

@@ -18,6 +18,10 @@ extern const char operator_manifest_json[];
 struct operator_ctx {
 	const char *namespace;     /* the operator's namespace: namespaced objects go there */
 	const char *default_image; /* driver image when spec.image is empty; NULL keeps the manifest's */
+	/* Sidecar images when spec.provisionerImage / spec.nodeRegistrarImage are empty
+	 * (sidecars.h, by the cluster's version); NULL keeps the manifest's. */
+	const char *provisioner_image;
+	const char *registrar_image;
 };
 
 /**

@@ -6,7 +6,7 @@
  *     Warning event, nothing applied) what cannot be deployed: an invalid name or
  *     image reference, an object of the same name that is not owned by this CR, a
  *     node selector that overlaps the nodes of an older CR, a device mode change
- *     while PersistentVolumes of the driver exist;
+ *     while PersistentVolumes of the driver or pods with its inline volumes exist;
  *  2. apply every object by server-side apply with force: the fields we set become
  *     ours (also those that 1.x's operator set with its own field manager), fields
  *     that others set and we do not stay theirs;
@@ -393,10 +393,40 @@ static int list_selected_nodes(struct operator *op, const struct jv *selector, s
 	return k8s_get(op->client, path, ret, ret_err);
 }
 
+static const char *cr_mode(const struct jv *cr)
+{
+	const char *m = jv_string(jv_object_get(jv_object_get(cr, "spec"), "deviceMode"));
+	return m && *m ? m : "lvm";
+}
+
+static int64_t cr_percentage(const struct jv *cr)
+{
+	const struct jv *v = jv_object_get(jv_object_get(cr, "spec"), "pmemPercentage");
+	return jv_is_integer(v) ? jv_integer(v) : 100;
+}
+
+/*
+ * 1.x's rule for two installations on one node: an LVM one whose pmemPercentage
+ * leaves part of the PMEM to a direct one. Their objects do not collide (names,
+ * sockets, state directories and the topology key all carry the driver name, the
+ * pods do not use the host network); the LVM driver keeps to its namespace
+ * ("pmem-csi", pmemPercentage of each region) and the direct one to namespaces it
+ * created. Two LVM ones would fight over the same volume groups, and two direct ones
+ * over the same free space: those are refused.
+ */
+static bool may_share_nodes(const struct jv *a, const struct jv *b)
+{
+	const struct jv *lvm = streq_ptr(cr_mode(a), "lvm") ? a : b, *direct = lvm == a ? b : a;
+
+	return streq_ptr(cr_mode(lvm), "lvm") && streq_ptr(cr_mode(direct), "direct") && cr_percentage(lvm) < 100;
+}
+
 /*
  * One driver installation per node: the node selector may not select a node that an
  * older PmemCSIDeployment (created earlier; same second: smaller name) selects, nor
- * be equal to its selector (which also holds before any node carries the labels).
+ * be equal to its selector (which also holds before any node carries the labels),
+ * unless the two may share nodes (may_share_nodes()). Only the younger CR fails; the
+ * older one never looks at younger ones, so it keeps running.
  */
 static int check_overlap(struct operator *op, const struct jv *cr, char **ret_reason)
 {
@@ -425,12 +455,26 @@ static int check_overlap(struct operator *op, const struct jv *cr, char **ret_re
 			continue;
 		if (c > 0 || (c == 0 && strcmp(oname, name ? name : "") > 0))
 			continue; /* younger: it is the one that fails */
+		if (may_share_nodes(cr, o)) {
+			log_v(2, "PmemCSIDeployment '%s' may share nodes with '%s': LVM with pmemPercentage < 100 "
+				 "and direct", name, oname);
+			continue;
+		}
 		theirs = cr_node_selector(o, &odef);
 		if (!theirs)
 			return -ENOMEM;
-		if (selectors_equal(mine, theirs)) {
-			*ret_reason = xasprintf("spec.nodeSelector: selects the same nodes as PmemCSIDeployment '%s'; "
-						"one PMEM-CSI driver per node", oname);
+		/*
+		 * Decided without nodes (none may carry the labels yet): equal selectors, or
+		 * one whose key=values contain the other's, select nodes of the other as soon
+		 * as any node is labelled for the narrower one.
+		 */
+		if (operator_selector_matches(mine, theirs) || operator_selector_matches(theirs, mine)) {
+			*ret_reason = xasprintf("spec.nodeSelector: %s PmemCSIDeployment '%s'; one PMEM-CSI driver per "
+						"node (or LVM with pmemPercentage < 100 beside direct)",
+						selectors_equal(mine, theirs) ? "selects the same nodes as"
+						: operator_selector_matches(theirs, mine) ? "every node it selects is also selected by"
+						: "selects every node selected by",
+						oname);
 			return -EEXIST;
 		}
 		if (!nodes) {
@@ -448,7 +492,8 @@ static int check_overlap(struct operator *op, const struct jv *cr, char **ret_re
 			/* The API server applied our selector; theirs is checked here. */
 			if (operator_selector_matches(mine, labels) && operator_selector_matches(theirs, labels)) {
 				*ret_reason = xasprintf("spec.nodeSelector: node '%s' is also selected by "
-							"PmemCSIDeployment '%s'; one PMEM-CSI driver per node",
+							"PmemCSIDeployment '%s'; one PMEM-CSI driver per node "
+							"(or LVM with pmemPercentage < 100 beside direct)",
 							meta_string(jv_array_get(nitems, k), "name") ?: "",
 							oname);
 				return -EEXIST;
@@ -475,43 +520,95 @@ static const char *live_mode(const struct jv *ds)
 	return NULL;
 }
 
+/* The PersistentVolumes of driver name: how many, and the name of the first. */
+static int count_pvs(struct operator *op, const char *name, size_t *ret_n, char **ret_example, char **ret_err)
+{
+	_cleanup_(jv_unrefp) struct jv *pvs = NULL;
+	const struct jv *items;
+	int r;
+
+	r = k8s_get(op->client, "/api/v1/persistentvolumes", &pvs, ret_err);
+	if (r < 0)
+		return r;
+	items = jv_object_get(pvs, "items");
+	for (size_t i = 0; i < jv_array_size(items); i++) {
+		const struct jv *pv = jv_array_get(items, i);
+		if (!streq_ptr(jv_string(jv_object_get(jv_object_get(jv_object_get(pv, "spec"), "csi"), "driver")), name))
+			continue;
+		if (!*ret_example)
+			*ret_example = xasprintf("PersistentVolume %s", meta_string(pv, "name") ?: "");
+		(*ret_n)++;
+	}
+	return 0;
+}
+
+/*
+ * Pods that are not terminated (phase neither Succeeded nor Failed: pending, running,
+ * or being deleted, whose volumes are still there) with a CSI inline ephemeral volume
+ * of driver name. Generic ephemeral volumes are PVCs and count as PersistentVolumes.
+ */
+static int count_inline(struct operator *op, const char *name, size_t *ret_n, char **ret_example, char **ret_err)
+{
+	_cleanup_(jv_unrefp) struct jv *pods = NULL;
+	const struct jv *items;
+	int r;
+
+	r = k8s_get(op->client, "/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed",
+		    &pods, ret_err);
+	if (r < 0)
+		return r;
+	items = jv_object_get(pods, "items");
+	for (size_t i = 0; i < jv_array_size(items); i++) {
+		const struct jv *pod = jv_array_get(items, i);
+		const struct jv *vols = jv_object_get(jv_object_get(pod, "spec"), "volumes");
+		const char *phase = jv_string(jv_object_get(jv_object_get(pod, "status"), "phase"));
+
+		/* The field selector already left these out; a server that ignored it must not count them. */
+		if (streq_ptr(phase, "Succeeded") || streq_ptr(phase, "Failed"))
+			continue;
+		for (size_t k = 0; k < jv_array_size(vols); k++) {
+			const struct jv *csi = jv_object_get(jv_array_get(vols, k), "csi");
+			if (!streq_ptr(jv_string(jv_object_get(csi, "driver")), name))
+				continue;
+			if (!*ret_example)
+				*ret_example = xasprintf("pod %s/%s", meta_string(pod, "namespace") ?: "",
+							 meta_string(pod, "name") ?: "");
+			(*ret_n)++;
+			break;
+		}
+	}
+	return 0;
+}
+
 /*
  * A device mode change leaves the volumes of the old mode behind on the nodes (LVs or
- * namespaces the new mode does not know), unreachable for their PVs. The operator
- * cannot see the nodes' PMEM, but it can see the PersistentVolumes that name the
- * driver: with any of them, the change is refused.
+ * namespaces the new mode does not know), unreachable for their users. The operator
+ * cannot see the nodes' PMEM, but it can see what holds it: PersistentVolumes that
+ * name the driver, and pods that are not terminated with an inline ephemeral volume of
+ * the driver. With any of them, the change is refused.
  */
 static int check_mode_change(struct operator *op, const char *name, const char *from, const char *to,
 			     char **ret_reason)
 {
-	_cleanup_(jv_unrefp) struct jv *pvs = NULL;
-	_cleanup_free_ char *err = NULL;
-	const struct jv *items;
-	const char *example = NULL;
-	size_t n = 0;
+	_cleanup_free_ char *err = NULL, *pv_example = NULL, *pod_example = NULL;
+	size_t npv = 0, npod = 0;
 	int r;
 
-	r = k8s_get(op->client, "/api/v1/persistentvolumes", &pvs, &err);
+	r = count_pvs(op, name, &npv, &pv_example, &err);
+	if (r >= 0)
+		r = count_inline(op, name, &npod, &pod_example, &err);
 	if (r < 0) {
 		*ret_reason = xasprintf("spec.deviceMode: cannot check for volumes before changing the mode from %s "
 					"to %s: %s", from, to, err ? err : strerror(-r));
 		return r;
 	}
-	items = jv_object_get(pvs, "items");
-	for (size_t i = 0; i < jv_array_size(items); i++) {
-		const struct jv *pv = jv_array_get(items, i);
-		if (streq_ptr(jv_string(jv_object_get(jv_object_get(jv_object_get(pv, "spec"), "csi"), "driver")), name)) {
-			if (!example)
-				example = meta_string(pv, "name");
-			n++;
-		}
-	}
-	if (n == 0)
+	if (npv == 0 && npod == 0)
 		return 0;
-	*ret_reason = xasprintf("spec.deviceMode: cannot change from %s to %s while %zu PersistentVolume(s) of "
-				"driver %s exist (%s%s): their data is on the nodes in %s mode; delete them or set "
-				"deviceMode back to %s",
-				from, to, n, name, example ? example : "", n > 1 ? ", ..." : "", from, from);
+	*ret_reason = xasprintf("spec.deviceMode: cannot change from %s to %s while %zu PersistentVolume(s) and %zu "
+				"pod(s) with inline ephemeral volumes of driver %s exist (%s%s): their data is on the "
+				"nodes in %s mode; delete them or set deviceMode back to %s",
+				from, to, npv, npod, name, pv_example ? pv_example : pod_example ? pod_example : "",
+				npv + npod > 1 ? ", ..." : "", from, from);
 	return -EBUSY;
 }
 
@@ -527,6 +624,102 @@ static int check_images(const struct jv *spec, char **ret_reason)
 		}
 	}
 	return 0;
+}
+
+static void emit(struct operator *op, const struct jv *cr, const char *type, const char *reason, const char *msg)
+{
+	if (leader_is_leading(op->leader))
+		(void)operator_event(op->client, cr, type, reason, msg);
+}
+
+int operator_kube_version_refresh(struct operator *op, bool *ret_changed, char **ret_err)
+{
+	_cleanup_(jv_unrefp) struct jv *v = NULL;
+	struct operator_kube_version kv;
+	bool changed;
+	int r;
+
+	r = k8s_get(op->client, "/version", &v, ret_err);
+	if (r < 0)
+		return r;
+	if (operator_kube_version_parse(v, &kv) < 0) {
+		*ret_err = xasprintf("GET /version: no usable major/minor or gitVersion");
+		return -EBADMSG;
+	}
+	changed = op->kube_known && (kv.major != op->kube.major || kv.minor != op->kube.minor ||
+				     strcmp(kv.git, op->kube.git) != 0);
+	if (!op->kube_known || changed)
+		log_info("Kubernetes %s (%u.%u)%s", kv.git, kv.major, kv.minor,
+			 changed ? ": the version changed, reconciling every PmemCSIDeployment" : "");
+	op->kube = kv;
+	op->kube_known = true;
+	if (ret_changed)
+		*ret_changed = changed;
+	return 0;
+}
+
+/* The sidecar images for this cluster (sidecars.h); Failed with the reason when it is too old. */
+static int pick_sidecars(struct operator *op, const struct operator_sidecars **ret, char **ret_reason)
+{
+	_cleanup_free_ char *err = NULL;
+	int r;
+
+	if (!op->kube_known && (r = operator_kube_version_refresh(op, NULL, &err)) < 0) {
+		*ret_reason = xasprintf("cannot read the Kubernetes version (GET /version) to choose the sidecar "
+					"images: %s", err ? err : strerror(-r));
+		return r;
+	}
+	*ret = operator_sidecars_for(op->kube.major, op->kube.minor);
+	if (!*ret) {
+		*ret_reason = xasprintf("Kubernetes %s (%u.%u) is older than 1.%u, the oldest the driver runs on: "
+					"the node provisioner's storage capacity tracking needs the CSIStorageCapacity "
+					"API storage.k8s.io/v1beta1 (Kubernetes 1.21)",
+					op->kube.git, op->kube.major, op->kube.minor, OPERATOR_KUBE_MIN_MINOR);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+static const char *container_image(const struct jv *o, const char *cname)
+{
+	const struct jv *cs = jv_object_get(
+		jv_object_get(jv_object_get(jv_object_get(o, "spec"), "template"), "spec"), "containers");
+
+	for (size_t i = 0; i < jv_array_size(cs); i++)
+		if (streq_ptr(jv_string(jv_object_get(jv_array_get(cs, i), "name")), cname))
+			return jv_string(jv_object_get(jv_array_get(cs, i), "image"));
+	return NULL;
+}
+
+/*
+ * A Normal event SidecarImages when the node DaemonSet gets other sidecar images than
+ * it has (or is new): which ones and why (the CR's field, or the row for the cluster's
+ * version). Not repeated while nothing changes.
+ */
+static void sidecar_event(struct operator *op, const struct jv *cr, const struct operator_sidecars *sc,
+			  const struct jv *ds, const struct jv *live)
+{
+	const struct jv *spec = jv_object_get(cr, "spec");
+	const char *p = container_image(ds, "external-provisioner"), *g = container_image(ds, "node-driver-registrar");
+	bool p_given = jv_string(jv_object_get(spec, "provisionerImage")) &&
+		       *jv_string(jv_object_get(spec, "provisionerImage"));
+	bool g_given = jv_string(jv_object_get(spec, "nodeRegistrarImage")) &&
+		       *jv_string(jv_object_get(spec, "nodeRegistrarImage"));
+	_cleanup_free_ char *row = NULL, *msg = NULL;
+
+	if (!p || !g || (live && streq_ptr(p, container_image(live, "external-provisioner")) &&
+			 streq_ptr(g, container_image(live, "node-driver-registrar"))))
+		return;
+	row = sc->max_minor ? xasprintf("the default for Kubernetes 1.%u-1.%u: %s", sc->min_minor, sc->max_minor,
+					sc->why)
+			    : xasprintf("the default for Kubernetes 1.%u and newer: %s", sc->min_minor, sc->why);
+	msg = xasprintf("Kubernetes %s: external-provisioner %s (%s), node-driver-registrar %s (%s)", op->kube.git, p,
+			p_given ? "spec.provisionerImage" : row ? row : "", g,
+			g_given ? "spec.nodeRegistrarImage" : row ? row : "");
+	if (!msg)
+		return;
+	log_info("PmemCSIDeployment '%s': %s", meta_string(cr, "name") ?: "", msg);
+	emit(op, cr, "Normal", OPERATOR_EVENT_SIDECARS, msg);
 }
 
 static bool is_workload(const struct jv *o)
@@ -650,12 +843,6 @@ int operator_refresh_status(struct operator *op, const struct jv *cr)
 	return write_status(op, name, prefix, 0, NULL, NULL, true);
 }
 
-static void emit(struct operator *op, const struct jv *cr, const char *type, const char *reason, const char *msg)
-{
-	if (leader_is_leading(op->leader))
-		(void)operator_event(op->client, cr, type, reason, msg);
-}
-
 static int reconcile_cr(struct operator *op, const struct jv *cr)
 {
 	const char *name = meta_string(cr, "name");
@@ -663,6 +850,7 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 	const char *prev_phase = jv_string(jv_object_get(status, "phase")) ?: "";
 	const char *prev_reason = jv_string(jv_object_get(status, "reason")) ?: "";
 	struct operator_ctx ctx = { .namespace = op->namespace, .default_image = op->default_image };
+	const struct operator_sidecars *sidecars = NULL;
 	_cleanup_(jv_unrefp) struct jv *objs = NULL;
 	_cleanup_free_ char *err = NULL, *prefix = NULL, *reason = NULL;
 	_cleanup_(operator_certs_status_clear) struct operator_certs_status certs = { .verified = -1, .ready = -1 };
@@ -692,6 +880,11 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 				   "'.', at most 63 characters)", name);
 		goto fail;
 	}
+	r = pick_sidecars(op, &sidecars, &reason);
+	if (r < 0)
+		goto fail;
+	ctx.provisioner_image = sidecars->provisioner;
+	ctx.registrar_image = sidecars->registrar;
 	r = operator_render(op->manifest, cr, &ctx, &objs, &err);
 	if (r < 0) {
 		reason = xasprintf("invalid PmemCSIDeployment: %s", err ? err : strerror(-r));
@@ -746,6 +939,9 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 			goto fail;
 		}
 		log_v(4, "Applied %s", path);
+		if (streq_ptr(jv_string(jv_object_get(o, "kind")), "DaemonSet") &&
+		    container_image(o, "external-provisioner"))
+			sidecar_event(op, cr, sidecars, o, live[i]);
 	}
 	log_v(2, "PmemCSIDeployment '%s': %zu objects applied", name, n);
 	if (!leader_is_leading(op->leader)) {

@@ -3,6 +3,8 @@
 
 #include <stdbool.h>
 
+#include "sidecars.h"
+
 struct k8s_client;
 struct jv;
 struct leader;
@@ -18,16 +20,30 @@ struct operator {
 	struct jv *manifest;              /* the embedded objects (JSON array) */
 	struct leader *leader;            /* NULL: no leader election, always reconcile */
 	struct operator_metrics *metrics; /* NULL: no metrics (-metrics-addr=0) */
+	/* The cluster's version (GET /version), cached: read at start and on every resync,
+	 * used by the worker thread only. kube_known false: not read yet. */
+	struct operator_kube_version kube;
+	bool kube_known;
 };
+
+/**
+ * operator_kube_version_refresh() - read GET /version into op->kube. *ret_changed
+ * (may be NULL) tells whether it differs from the version known before (false on the
+ * first read). -errno with ret_err when the API server did not answer usably; the
+ * cached version stays.
+ */
+int operator_kube_version_refresh(struct operator *op, bool *ret_changed, char **ret_err);
 
 /**
  * operator_reconcile() - check one PmemCSIDeployment, make its certificates (certs.h),
  * apply its objects (server-side apply, forced, as field manager pmem-csi-operator) and
  * write its status: phase Running or Failed with the reason, the CertsVerified,
  * CertsReady and DriverDeployed conditions and the Controller and Node components from
- * the Deployment and DaemonSet status. A CR that cannot be deployed (an invalid name or
- * image reference, a node selector that overlaps an older CR's, a device mode change
- * while the driver has volumes) fails before anything is written. Events (NewDeployment,
+ * the Deployment and DaemonSet status. Empty sidecar image fields get the images for
+ * the cluster's version (op->kube, sidecars.h). A CR that cannot be deployed (an
+ * invalid name or image reference, a cluster older than 1.OPERATOR_KUBE_MIN_MINOR, a
+ * node selector that overlaps an older CR's, a device mode change while the driver has
+ * PersistentVolumes or pods with inline volumes) fails before anything is written. Events (NewDeployment,
  * Running, Failed) are recorded when the phase or reason changes. Stops at once,
  * without writing, when this replica is not the leader (any more). Counted in
  * op->metrics. Returns the error that made the phase Failed, 0 otherwise.

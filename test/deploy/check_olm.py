@@ -3,7 +3,11 @@
 """check_olm.py REPO - structure of the OLM bundle in deploy/olm/bundle (run by
 test/deploy/check-manifests.sh): generated from the current sources, the CSV's
 install strategy is deploy/operator's Deployment, Role and ClusterRole, the CRD is
-listed as owned and shipped unchanged, the bundle annotations are present.
+listed as owned and shipped unchanged, the bundle annotations are present; and the
+CSV fields OLM's validation (operator-framework/api) requires: the four install modes
+once each, semver version and minKubeVersion (never older than the driver's oldest
+supported Kubernetes), capabilities and categories from OLM's lists, alm-examples of
+owned kinds, relatedImages that cover every image the operator runs or deploys.
 Prints ok/FAIL lines. Needs python3-yaml.
 """
 import glob
@@ -133,6 +137,83 @@ def annotations():
     return p
 
 
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+CAPABILITIES = ["Basic Install", "Seamless Upgrades", "Full Lifecycle", "Deep Insights", "Auto Pilot"]
+CATEGORIES = {"AI/Machine Learning", "Application Runtime", "Big Data", "Cloud Provider", "Database",
+              "Developer Tools", "Drivers and plugins", "Integration & Delivery", "Logging & Tracing",
+              "Modernization & Migration", "Monitoring", "Networking", "OpenShift Optional", "Security",
+              "Storage", "Streaming & Messaging"}
+
+
+def required_fields():
+    """What OLM's CSV validation refuses a bundle for (and OperatorHub's metadata rules)."""
+    s, a = csv["spec"], csv["metadata"].get("annotations", {})
+    p = []
+    types = [m.get("type") for m in s.get("installModes", [])]
+    if sorted(types) != sorted(["OwnNamespace", "SingleNamespace", "MultiNamespace", "AllNamespaces"]):
+        p.append("installModes must list each of the four types once: %s" % types)
+    if any(not isinstance(m.get("supported"), bool) for m in s.get("installModes", [])):
+        p.append("installModes: supported is not a boolean")
+    for field in ("version", "minKubeVersion"):
+        if not SEMVER.match(str(s.get(field, ""))):
+            p.append("spec.%s %r is not a semantic version" % (field, s.get(field)))
+    for field in ("displayName", "description"):
+        if not s.get(field):
+            p.append("spec.%s is empty" % field)
+    if not (s.get("provider") or {}).get("name"):
+        p.append("spec.provider.name is empty")
+    if s.get("maturity") not in ("alpha", "beta", "stable", "deprecated", "planning", "pre-alpha", "mature"):
+        p.append("spec.maturity %r" % s.get("maturity"))
+    if a.get("capabilities") not in CAPABILITIES:
+        p.append("capabilities %r is not one of %s" % (a.get("capabilities"), CAPABILITIES))
+    bad = [c.strip() for c in a.get("categories", "").split(",") if c.strip() not in CATEGORIES]
+    if bad:
+        p.append("categories not in OLM's list: %s" % bad)
+    owned = {(o["name"].split(".", 1)[1], o["version"], o["kind"]) for o in s["customresourcedefinitions"]["owned"]}
+    for e in json.loads(a.get("alm-examples", "[]")):
+        group, _, ver = e["apiVersion"].partition("/")
+        if (group, ver, e["kind"]) not in owned:
+            p.append("alm-examples: %s %s is not an owned CRD" % (e["apiVersion"], e["kind"]))
+    # The driver's oldest Kubernetes (src/operator/sidecars.h): OLM must not install below it.
+    with open(os.path.join(REPO, "src/operator/sidecars.h")) as f:
+        oldest = int(re.search(r"#define OPERATOR_KUBE_MIN_MINOR (\d+)", f.read()).group(1))
+    m = SEMVER.match(str(s.get("minKubeVersion", "")))
+    if m and (int(m.group(1)), int(m.group(2))) < (1, oldest):
+        p.append("minKubeVersion %s is older than 1.%d, the oldest the driver runs on" % (s["minKubeVersion"], oldest))
+    return p
+
+
+def related_images():
+    """relatedImages: every image the operator runs (its Deployment) or may deploy
+    (deploy/generated/pmem-csi-lvm.yaml, and each sidecar of the table by Kubernetes version
+    in src/operator/sidecars.c), each once, with a unique DNS-label name."""
+    rel = csv["spec"].get("relatedImages", [])
+    have = [r.get("image") for r in rel]
+    names = [r.get("name", "") for r in rel]
+    p = []
+    want = set()
+    for path in (os.path.join(REPO, "deploy/operator/pmem-csi-operator.yaml"),
+                 os.path.join(REPO, "deploy/generated/pmem-csi-lvm.yaml")):
+        for d in load(path):
+            pod = d.get("spec", {}).get("template", {}).get("spec", {})
+            want |= {c["image"] for c in pod.get("initContainers", []) + pod.get("containers", [])}
+    with open(os.path.join(REPO, "src/operator/sidecars.c")) as f:
+        text = f.read()
+    reg = re.search(r'#define REG "([^"]+)"', text).group(1)
+    table = {reg + m for m in re.findall(r'(?<!define )\bREG "([^"]+)"', text)}
+    if len(table) < 2:
+        p.append("no sidecar images found in src/operator/sidecars.c")
+    want |= table
+    missing = sorted(want - set(have))
+    if missing:
+        p.append("not in relatedImages: %s" % missing)
+    if len(set(have)) != len(have):
+        p.append("an image listed twice")
+    if len(set(names)) != len(names) or not all(re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", n) for n in names):
+        p.append("relatedImages names not unique DNS labels: %s" % names)
+    return p
+
+
 check("deploy/olm/generate.py --check: the bundle matches deploy/operator and deploy/crd", gen_check)
 check("the CSV: kind, name and version (meson.build), install modes, alm-examples", csv_basics)
 check("install strategy deployment == deploy/operator's Deployment", deployment)
@@ -140,3 +221,6 @@ check("permissions and clusterPermissions == deploy/operator's Role and ClusterR
 check("owned CRD listed and shipped unchanged", owned_crd)
 check("deploy/operator's Services shipped in manifests/", services)
 check("metadata/annotations.yaml: mediatype, manifests, metadata, package, channels", annotations)
+check("CSV fields OLM validates: install modes, semver version/minKubeVersion (>= the driver's oldest "
+      "Kubernetes), capabilities, categories, alm-examples of owned kinds", required_fields)
+check("relatedImages: the operator's, deploy/generated's and every sidecar of the version table", related_images)

@@ -743,6 +743,260 @@ def t_bad_mode_change():
     wait("Running in direct mode", lambda: status().get("phase") == "Running", timeout=30)
 
 
+def inline_pod(name):
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"nodeName": "olife-n1", "automountServiceAccountToken": False,
+                                "containers": [{"name": "c", "image": "busybox", "volumeMounts": [
+                                    {"name": "pmem", "mountPath": "/data"}]}],
+                                "volumes": [{"name": "pmem", "csi": {"driver": CR,
+                                                                     "volumeAttributes": {"size": "1Gi"}}}]}})
+
+
+def pod_phase(name, phase):
+    kubectl("patch", "pod", name, "-n", "default", "--subresource=status", "--type=merge", "-p",
+            json.dumps({"status": {"phase": phase}}))
+
+
+def t_bad_mode_change_inline():
+    """Inline ephemeral volumes hold PMEM too: a pod that is not terminated blocks the change;
+    one that Succeeded (or Failed) does not. t_bad_mode_change left the CR in direct mode."""
+    wait("Running in direct mode", lambda: status().get("phase") == "Running", timeout=30)
+    kubectl("apply", "-f", "-", input=inline_pod("olife-inline"))
+    pod_phase("olife-inline", "Running")
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"deviceMode": "lvm"}}))
+    st = wait("Failed for spec.deviceMode", failed(CR, "spec.deviceMode"), timeout=30)
+    assert "pod default/olife-inline" in st["reason"] and "inline ephemeral" in st["reason"], st["reason"]
+    assert "-deviceManager=direct" in ds_args(), "half-applied: %s" % ds_args()
+    pod_phase("olife-inline", "Succeeded")  # terminated: its volume is gone from the node
+    # Any change makes the operator look again: a logLevel other than the current one.
+    level = 7 if get("pmemcsideployment", CR)["spec"].get("logLevel") != 7 else 8
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": level}}))
+    wait("-deviceManager=lvm", lambda: "-deviceManager=lvm" in ds_args(), timeout=30)
+    wait("Running in LVM mode", lambda: status().get("phase") == "Running", timeout=30)
+    kubectl("delete", "pod", "olife-inline", "-n", "default", "--grace-period=0", "--force", check=False)
+
+
+def cr_status(name):
+    return (get("pmemcsideployment", name) or {}).get("status") or {}
+
+
+def t_overlap_rules():
+    """One driver per node, the older CR wins: a CR without nodeSelector (default storage=pmem)
+    overlaps on a node with both labels; a narrower selector is refused before any node has
+    its labels; direct beside LVM with pmemPercentage < 100 may share nodes (1.x's rule);
+    disjoint selectors both run; two CRs made at once: the younger by (creationTimestamp,
+    name) fails, never both, and the winner keeps running."""
+    # (a) no nodeSelector: every node labelled storage=pmem, here also selected by CR (older).
+    node("olife-n3", dict(NODE_SEL, storage="pmem"))
+    nosel = "nosel.example.org"
+    kubectl("apply", "-f", "-", input=cr({}, name=nosel))
+    st = wait("the CR without nodeSelector Failed", failed(nosel, "spec.nodeSelector"), timeout=30)
+    assert "olife-n3" in st["reason"] and CR in st["reason"], st["reason"]
+    no_objects("nosel-example-org")
+    assert status().get("phase") == "Running", status()
+    # The older CR is reconciled again (a change) and stays Running: the younger does not block it.
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 4}}))
+    wait("-v=4", lambda: "-v=4" in ds_args(), timeout=30)
+    assert status().get("phase") == "Running", status()
+    kubectl("delete", "pmemcsideployment", nosel)
+    # (d) a narrower selector (no node carries it yet): refused without nodes.
+    sub = "sub.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": dict(NODE_SEL, **{"olife.example.org/zone": "z"})},
+                                          name=sub))
+    st = wait("the narrower CR Failed", failed(sub, "every node it selects is also selected by"), timeout=30)
+    assert CR in st["reason"], st["reason"]
+    no_objects("sub-example-org")
+    kubectl("delete", "pmemcsideployment", sub)
+    # (e) 1.x's exception: direct beside LVM with pmemPercentage < 100 on the same nodes.
+    sh = "sh.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": NODE_SEL, "deviceMode": "direct"}, name=sh))
+    wait("direct beside LVM at 100%% Failed", failed(sh, "pmemPercentage < 100 beside direct"), timeout=30)
+    no_objects("sh-example-org")
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"pmemPercentage": 50}}))
+    wait("-pmemPercentage=50", lambda: "-pmemPercentage=50" in ds_args(), timeout=30)
+    kubectl("patch", "pmemcsideployment", sh, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 5}}))
+    wait("direct beside LVM at 50%% Running", lambda: cr_status(sh).get("phase") == "Running", timeout=60)
+    assert status().get("phase") == "Running", status()
+    kubectl("delete", "pmemcsideployment", sh)
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"pmemPercentage": 100}}))
+    # (b) disjoint selectors, different driver names: both run.
+    node("olife-n4", {"olife.example.org/x": "1"})
+    node("olife-n5", {"olife.example.org/x": "2"})
+    d1, d2 = "d1.example.org", "d2.example.org"
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": {"olife.example.org/x": "1"}}, name=d1))
+    kubectl("apply", "-f", "-", input=cr({"nodeSelector": {"olife.example.org/x": "2"}}, name=d2))
+    for n in (d1, d2):
+        wait("%s Running" % n, lambda: cr_status(n).get("phase") == "Running", timeout=60)
+    kubectl("delete", "pmemcsideployment", d1, d2)
+    # (c) made together (usually the same second): the younger by timestamp, then name, fails.
+    node("olife-n6", {"olife.example.org/y": "1"})
+    t1, t2 = "t2.example.org", "t1.example.org"
+    both = {"apiVersion": "v1", "kind": "List", "items": [
+        json.loads(cr({"nodeSelector": {"olife.example.org/y": "1"}}, name=n)) for n in (t1, t2)]}
+    kubectl("apply", "-f", "-", input=json.dumps(both))
+    crs = {n: get("pmemcsideployment", n)["metadata"]["creationTimestamp"] for n in (t1, t2)}
+    winner, loser = sorted((t1, t2), key=lambda n: (crs[n], n))
+    print("# created %s; winner %s" % (crs, winner))
+    wait("%s Failed" % loser, failed(loser, "spec.nodeSelector"), timeout=60)
+    wait("%s Running" % winner, lambda: cr_status(winner).get("phase") == "Running", timeout=60)
+    assert winner in cr_status(loser)["reason"], cr_status(loser)
+    no_objects(loser.replace(".", "-"))
+    # The winner gone, the other one takes the node.
+    kubectl("delete", "pmemcsideployment", winner)
+    wait("%s Running after %s is gone" % (loser, winner), lambda: cr_status(loser).get("phase") == "Running",
+         timeout=60)
+    kubectl("delete", "pmemcsideployment", loser)
+
+
+def sidecar_events():
+    return [e["message"] for e in events("SidecarImages")]
+
+
+def t_sidecars_by_version():
+    """Default sidecar images come from the table row for the cluster's version (v1.32 here:
+    deploy/generated's, which t_equal_to_generated checks); an explicit CR field wins; an
+    Event says which and why."""
+    ver = json.loads(kubectl("get", "--raw", "/version"))
+    msgs = sidecar_events()
+    assert msgs and ver["gitVersion"] in msgs[0], msgs
+    assert "csi-provisioner:v5.3.0" in msgs[0] and "1.32 and newer" in msgs[0], msgs
+    with open(os.path.join(KDIR, "operator.log")) as f:
+        assert "Kubernetes %s (1.%s)" % (ver["gitVersion"], ver["minor"].rstrip("+")) in f.read()
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p",
+            json.dumps({"spec": {"provisionerImage": "example.org/csi-provisioner:v9.9.9"}}))
+    img = lambda: [c["image"] for c in get("daemonset", "%s-node" % PREFIX, "-n", NS)["spec"]["template"]["spec"]
+                   ["containers"] if c["name"] == "external-provisioner"][0]
+    wait("the explicit provisionerImage", lambda: img() == "example.org/csi-provisioner:v9.9.9", timeout=30)
+    m = wait("a second SidecarImages event", lambda: len(sidecar_events()) >= 2 and sidecar_events(), timeout=10)
+    assert any("v9.9.9 (spec.provisionerImage)" in x for x in m), m
+    kubectl("patch", "pmemcsideployment", CR, "--type=json", "-p",
+            '[{"op":"remove","path":"/spec/provisionerImage"}]')
+    wait("the default provisioner again", lambda: img().endswith("csi-provisioner:v5.3.0"), timeout=30)
+    n = len(sidecar_events())
+    kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 3}}))
+    wait("-v=3", lambda: "-v=3" in ds_args(), timeout=30)
+    time.sleep(1)
+    assert len(sidecar_events()) == n, "a reconcile that kept the images recorded an event"
+
+
+class VersionProxy:
+    """A plain-HTTP front for the real kube-apiserver (admin client certificate) that
+    passes every request through, streams included, and answers GET /version with
+    self.version when set: the only way to show the operator other Kubernetes versions
+    with the one API server binary the tests have. Everything else is the real server."""
+
+    def __init__(self):
+        import http.client
+        import http.server
+        import ssl
+        import threading
+        with open(KCFG) as f:
+            server = re.search(r"server: https://([^\s]+)", f.read()).group(1)
+        host, port = server.rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=os.path.join(KDIR, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(KDIR, "admin.crt"), os.path.join(KDIR, "admin.key"))
+        proxy = self
+        self.version = None
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                if self.path == "/version" and proxy.version is not None:
+                    body = json.dumps(proxy.version).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "content-length", "authorization")}
+                c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=600)
+                c.request(self.command, self.path, body=body, headers=headers)
+                r = c.getresponse()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while True:
+                        chunk = r.read1(65536)
+                        if not chunk:
+                            break
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                finally:
+                    c.close()
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = os.path.join(KDIR, "kubeconfig-proxy")
+        with open(self.kubeconfig, "w") as f:
+            f.write("apiVersion: v1\nkind: Config\nclusters:\n- name: p\n  cluster:\n    server: http://127.0.0.1:%d\n"
+                    "users:\n- name: u\n  user: {}\ncontexts:\n- name: p\n  context: {cluster: p, user: u}\n"
+                    "current-context: p\n" % self.server.server_address[1])
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def node_images():
+    ds = get("daemonset", "%s-node" % PREFIX, "-n", NS)
+    return {c["name"]: c["image"] for c in ds["spec"]["template"]["spec"]["containers"]}
+
+
+def t_version_change():
+    """GET /version through VersionProxy: 1.20 -> Failed naming the version, nothing applied;
+    the version becomes 1.27 -> within a resync the CR runs with 1.27's sidecars (v3.6.0,
+    v2.9.0) and a SidecarImages event says why; back to the real version -> deploy/generated's."""
+    stop_operators()
+    real = json.loads(kubectl("get", "--raw", "/version"))
+    before = node_images()
+    proxy = VersionProxy()
+    proxy.version = {"major": "1", "minor": "20", "gitVersion": "v1.20.15"}
+    log = open(os.path.join(KDIR, "operator-version.log"), "w")
+    p = subprocess.Popen([OPERATOR, "-kubeconfig=" + proxy.kubeconfig, "-namespace=" + NS, "-resync=3", "-v=4",
+                          "-metrics-addr=0", "-leader-election=false"], stdout=log, stderr=subprocess.STDOUT)
+    procs.append(p)
+    operators.append(p)
+    try:
+        kubectl("patch", "pmemcsideployment", CR, "--type=merge", "-p", json.dumps({"spec": {"logLevel": 2}}))
+        st = wait("Failed: Kubernetes 1.20 too old", failed(CR, "v1.20.15"), timeout=30)
+        assert "older than 1.21" in st["reason"], st["reason"]
+        assert node_images() == before and "-v=2" not in ds_args(), "half-applied: %s" % node_images()
+        t0 = time.time()
+        proxy.version = {"major": "1", "minor": "27+", "gitVersion": "v1.27.16-eks-2f008fe"}
+        wait("1.27's sidecars", lambda: node_images().get("external-provisioner", "").endswith(
+            "csi-provisioner:v3.6.0"), timeout=30)
+        print("# version change applied after %.1f s (resync 3 s)" % (time.time() - t0))
+        imgs = node_images()
+        assert imgs["node-driver-registrar"].endswith("csi-node-driver-registrar:v2.9.0"), imgs
+        wait("Running", lambda: status().get("phase") == "Running", timeout=30)
+        m = wait("a SidecarImages event for 1.27", lambda: [e for e in sidecar_events() if "v1.27.16" in e],
+                 timeout=10)
+        assert "1.27-1.28" in m[0], m
+        proxy.version = None  # the real server's answer again
+        wait("deploy/generated's sidecars on %s" % real["gitVersion"], lambda: node_images() == dict(
+            before, **{"pmem-driver": node_images()["pmem-driver"]}), timeout=30)
+        with open(os.path.join(KDIR, "operator-version.log")) as f:
+            assert "the version changed" in f.read()
+    finally:
+        stop_operators()
+        proxy.stop()
+
+
 def v1x_objects(uid, mode="lvm"):
     """What intel/pmem-csi 1.x's operator created (controller_driver.go): names, labels, selectors."""
     own = [{"apiVersion": "pmem-csi.intel.com/v1beta1", "kind": "PmemCSIDeployment", "name": CR, "uid": uid,
@@ -843,6 +1097,8 @@ def main():
         test("default CR's objects equal deploy/generated's", t_equal_to_generated)
         test("CR change (logLevel, logFormat, labels) reaches the DaemonSet", t_change)
         test("fields set by others survive a reconcile", t_others_fields_survive)
+        test("sidecar images by the cluster's version; explicit fields win; SidecarImages event",
+             t_sidecars_by_version)
         test("certificates: generated once into Secrets, reused, mounted as 1.x did", t_secrets)
         test("metrics over HTTP: 1.x's pmem_csi_deployment_*, controller-runtime's, counters move", t_metrics)
         test("metrics: the CR change set sub_resource_updated_at", t_metrics_updated)
@@ -869,10 +1125,18 @@ def main():
              t_bad_foreign_object, skip=no_cm)
         test("deviceMode change with a PersistentVolume of the driver: Failed, nothing applied; without: done",
              t_bad_mode_change, skip=no_cm)
+        test("deviceMode change with a pod using an inline volume of the driver: Failed; terminated pod: done",
+             t_bad_mode_change_inline, skip=no_cm)
+        test("overlap: no nodeSelector = storage=pmem nodes; narrower selector; direct beside LVM < 100%; "
+             "disjoint both run; the younger fails, never both",
+             t_overlap_rules, skip=no_cm)
+        test("cluster version via /version: 1.20 Failed naming it; a change to 1.27 re-picks the sidecars",
+             t_version_change, skip=no_cm)
         test("objects of the 1.x operator (other field manager, 1.x selectors) taken over in place",
              t_takeover_1x, skip=no_cm)
     finally:
-        kubectl("delete", "node", "olife-n1", "olife-n2", "--ignore-not-found", check=False)
+        kubectl("delete", "node", "olife-n1", "olife-n2", "olife-n3", "olife-n4", "olife-n5", "olife-n6",
+                "--ignore-not-found", check=False)
         for p in procs:
             p.terminate()
             try:

@@ -7,6 +7,7 @@
 #include "json/json.h"
 #include "operator/manifest.h"
 #include "operator/reconcile.h"
+#include "operator/sidecars.h"
 #include "test.h"
 
 static struct jv *parse(const char *s)
@@ -237,4 +238,106 @@ TEST(selectors)
 	jv_unref(s2);
 	jv_unref(s3);
 	jv_unref(s4);
+}
+
+TEST(kube_version_parse)
+{
+	struct operator_kube_version v;
+	struct jv *j;
+
+	j = parse("{\"major\":\"1\",\"minor\":\"32\",\"gitVersion\":\"v1.32.13\"}");
+	CHECK(operator_kube_version_parse(j, &v) == 0);
+	CHECK_INT(v.major, 1);
+	CHECK_INT(v.minor, 32);
+	CHECK_STR(v.git, "v1.32.13");
+	jv_unref(j);
+	/* Distributions: "27+" in minor. */
+	j = parse("{\"major\":\"1\",\"minor\":\"27+\",\"gitVersion\":\"v1.27.16-eks-a18cd3a\"}");
+	CHECK(operator_kube_version_parse(j, &v) == 0);
+	CHECK_INT(v.minor, 27);
+	jv_unref(j);
+	/* No usable major/minor: gitVersion. */
+	j = parse("{\"major\":\"\",\"minor\":\"\",\"gitVersion\":\"v1.30.2-gke.1\"}");
+	CHECK(operator_kube_version_parse(j, &v) == 0);
+	CHECK_INT(v.major, 1);
+	CHECK_INT(v.minor, 30);
+	jv_unref(j);
+	j = parse("{\"minor\":\"x\",\"gitVersion\":\"1.30\"}");
+	CHECK(operator_kube_version_parse(j, &v) == -EINVAL);
+	jv_unref(j);
+	j = parse("{\"major\":\"1\",\"minor\":\"99999999\"}");
+	CHECK(operator_kube_version_parse(j, &v) == -EINVAL);
+	jv_unref(j);
+	j = parse("[]");
+	CHECK(operator_kube_version_parse(j, &v) == -EINVAL);
+	jv_unref(j);
+}
+
+TEST(sidecars_by_kubernetes_version)
+{
+	struct jv *tmpl = parse(operator_manifest_json);
+	const struct jv *ds = NULL;
+	const struct operator_sidecars *t, *last;
+	unsigned n;
+
+	/* Too old: the driver cannot run (no CSIStorageCapacity v1beta1). */
+	CHECK(operator_sidecars_for(1, 20) == NULL);
+	CHECK(operator_sidecars_for(1, 13) == NULL);
+	CHECK(operator_sidecars_for(0, 99) == NULL);
+	CHECK_STR(operator_sidecars_for(1, 21)->provisioner, "registry.k8s.io/sig-storage/csi-provisioner:v3.0.0");
+	CHECK_STR(operator_sidecars_for(1, 23)->provisioner, "registry.k8s.io/sig-storage/csi-provisioner:v3.0.0");
+	/* From 1.27 on (v1beta1 removed) never a provisioner that speaks only v1beta1. */
+	CHECK_STR(operator_sidecars_for(1, 27)->provisioner, "registry.k8s.io/sig-storage/csi-provisioner:v3.6.0");
+	CHECK_STR(operator_sidecars_for(1, 31)->registrar,
+		  "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.13.0");
+
+	/* The table covers every minor from the oldest on, without gaps or overlaps. */
+	t = operator_sidecars_table(&n);
+	CHECK(n >= 2);
+	CHECK_INT(t[0].min_minor, OPERATOR_KUBE_MIN_MINOR);
+	for (unsigned i = 0; i + 1 < n; i++) {
+		CHECK(t[i].max_minor >= t[i].min_minor);
+		CHECK_INT(t[i + 1].min_minor, t[i].max_minor + 1);
+		CHECK(t[i].why && *t[i].why);
+	}
+	last = &t[n - 1];
+	CHECK_INT(last->max_minor, 0);
+	/* Newer than known (and a major 2): the newest row. */
+	CHECK(operator_sidecars_for(1, 32) == last);
+	CHECK(operator_sidecars_for(1, 40) == last);
+	CHECK(operator_sidecars_for(2, 0) == last);
+	for (unsigned m = OPERATOR_KUBE_MIN_MINOR; m < 45; m++)
+		CHECK(operator_sidecars_for(1, m) != NULL);
+
+	/* The newest row is what deploy/generated ships (the embedded manifest). */
+	for (size_t i = 0; i < jv_array_size(tmpl); i++)
+		if (strcmp(jv_string(jv_object_get(jv_array_get(tmpl, i), "kind")) ?: "", "DaemonSet") == 0 &&
+		    container(jv_array_get(tmpl, i), "external-provisioner"))
+			ds = jv_array_get(tmpl, i);
+	CHECK(ds != NULL);
+	CHECK_STR(jv_string(jv_object_get(container(ds, "external-provisioner"), "image")), last->provisioner);
+	CHECK_STR(jv_string(jv_object_get(container(ds, "node-driver-registrar"), "image")), last->registrar);
+	jv_unref(tmpl);
+}
+
+TEST(sidecars_rendered_explicit_fields_win)
+{
+	struct jv *tmpl = parse(operator_manifest_json);
+	const struct operator_sidecars *old = operator_sidecars_for(1, 24);
+	struct operator_ctx ctx = { .namespace = "pmem-csi", .provisioner_image = old->provisioner,
+				    .registrar_image = old->registrar };
+	struct jv *cr = parse("{\"metadata\":{\"name\":\"pmem-csi.intel.com\"},\"spec\":{\"nodeRegistrarImage\":"
+			      "\"example.org/registrar:v9\"}}");
+	struct jv *out = NULL;
+	const struct jv *ds;
+	char *err = NULL;
+
+	CHECK(operator_render(tmpl, cr, &ctx, &out, &err) == 0);
+	ds = find(out, "DaemonSet", "pmem-csi-intel-com-node");
+	CHECK(ds != NULL);
+	CHECK_STR(jv_string(jv_object_get(container(ds, "external-provisioner"), "image")), old->provisioner);
+	CHECK_STR(jv_string(jv_object_get(container(ds, "node-driver-registrar"), "image")), "example.org/registrar:v9");
+	jv_unref(out);
+	jv_unref(cr);
+	jv_unref(tmpl);
 }
