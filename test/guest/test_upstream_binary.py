@@ -395,6 +395,7 @@ class UpstreamLVM(UpstreamBase):
                 out = run([os.path.join(TOOLS, tool + "-v0.6.52"), "-v=3"], env=LVM_ENV)
                 log("%s: %s" % (tool, short(out, 200)))
             cls.tags0 = vg_tags()
+            cls.ns0 = all_namespaces()
             log("after pmem-ns-init/pmem-vgm: VGs %s, namespaces %s" % (cls.tags0, all_namespaces()))
         self.use(cls.up)
         cls.up.start()
@@ -444,6 +445,7 @@ class UpstreamLVM(UpstreamBase):
         self.capacity_right("after deleting all")
         if self.mode == "lvm":
             self.assertEqual(vg_tags(), cls.tags0, "ours changed 0.6's volume groups or their tags")
+            self.assertEqual(all_namespaces(), cls.ns0, "ours changed the namespaces pmem-ns-init made")
 
     def test_05_rollback_ours_makes_volumes(self):
         cls = type(self)
