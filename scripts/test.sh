@@ -102,6 +102,7 @@ peer KUBE_SCHEDULER kube-scheduler
 peer KUBELET kubelet
 peer CSI_PROVISIONER csi-provisioner
 peer CSI_NODE_DRIVER_REGISTRAR csi-node-driver-registrar
+peer PMEM_CSI_UPSTREAM pmem-csi-driver-v0.6.52
 
 echo "== builds"
 build() { # build DIR CC [meson options...]

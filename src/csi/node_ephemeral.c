@@ -28,16 +28,38 @@ bool node_context_is_ephemeral(const char *const *keys, const char *const *value
 	return false;
 }
 
+struct find_ephemeral {
+	const char *name;
+	char *ret;
+};
+
+static int find_ephemeral_by_name(const struct volume_record *rec, void *ud)
+{
+	struct find_ephemeral *f = ud;
+
+	if (!rec->params.ephemeral || !streq_ptr(rec->params.name, f->name))
+		return 0;
+	memcpy(f->ret, rec->id, strlen(rec->id) + 1);
+	return -EEXIST; /* found: stop */
+}
+
 bool node_ephemeral_id(struct csi_driver *d, const char *name, char ret[VOLUME_ID_MAX])
 {
 	struct volume_record rec = {};
-	bool ephemeral;
+	struct find_ephemeral f = { .name = name, .ret = ret };
+	bool ephemeral = false;
 
-	if (volume_id_from_name(name, ret) < 0 || csi_volume_lookup(d, ret, &rec) < 0)
+	if (volume_id_from_name(name, ret) < 0)
 		return false;
-	ephemeral = rec.params.ephemeral && streq_ptr(rec.params.name, name);
-	volume_record_done(&rec);
-	return ephemeral;
+	if (csi_volume_lookup(d, ret, &rec) >= 0) {
+		ephemeral = rec.params.ephemeral && streq_ptr(rec.params.name, name);
+		volume_record_done(&rec);
+	}
+	if (ephemeral)
+		return true;
+	/* intel/pmem-csi 0.6 named the inline volume by the SHA-1 of kubelet's
+	 * volume ID, so after an upgrade its record is found by the name in it. */
+	return csi_volume_foreach(d, find_ephemeral_by_name, &f) == -EEXIST;
 }
 
 /* Make the filesystem of an ephemeral volume unless it has it already. */

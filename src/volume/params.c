@@ -19,6 +19,7 @@
 #define KEY_PERSISTENCY "persistencyModel"
 #define KEY_SIZE "size"
 #define KEY_NAME "name"
+#define KEY_NAME_V06 "Name" /* intel/pmem-csi 0.6's spelling in its state files */
 #define KEY_DEVICE_MODE "deviceMode"
 #define KEY_FSTYPE "fsType"
 #define KEY_EPHEMERAL "csi.storage.k8s.io/ephemeral"
@@ -65,8 +66,10 @@ static bool allowed(enum params_origin o, const char *key)
 		return k8s || streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, KEY_NAME) ||
 		       streq_ptr(key, KEY_PROVISIONER_ID);
 	case PARAMS_ORIGIN_STATE:
+		/* 0.6 stored its inline volumes' whole context: the pod info keys too. */
 		return streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, KEY_NAME) ||
-		       streq_ptr(key, KEY_SIZE) || streq_ptr(key, KEY_DEVICE_MODE) || streq_ptr(key, KEY_EPHEMERAL);
+		       streq_ptr(key, KEY_NAME_V06) || k8s || streq_ptr(key, KEY_SIZE) ||
+		       streq_ptr(key, KEY_DEVICE_MODE);
 	}
 	return false;
 }
@@ -125,7 +128,7 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 					    "parameter \"%s\": \"%s\" is not a valid size (a Kubernetes quantity like 1Gi or 500M)",
 					    k, v);
 			p->has_size = true;
-		} else if (streq_ptr(k, KEY_NAME)) {
+		} else if (streq_ptr(k, KEY_NAME) || streq_ptr(k, KEY_NAME_V06)) {
 			free(p->name);
 			p->name = strdup(v);
 			if (!p->name)
@@ -262,10 +265,23 @@ int volume_id_from_name(const char *name, char ret[VOLUME_ID_MAX])
 	return 0;
 }
 
+static bool lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
 bool volume_id_is_valid(const char *s)
 {
 	size_t len = s ? strlen(s) : 0, hex = 2 * SHA224_DIGEST_SIZE;
 
+	/* intel/pmem-csi 0.6 named volumes by the hex SHA-1 of the name: its
+	 * volumes (state records, LVs, namespaces) keep these IDs after an
+	 * upgrade. No name derives such an ID here (ours always have a '-'). */
+	if (len == 40 && lower_hex(s, len))
+		return true;
 	if (len < hex + 1 || len > hex + 7 || s[0] == '-')
 		return false;
 	if (s[len - hex - 1] != '-')
@@ -273,8 +289,5 @@ bool volume_id_is_valid(const char *s)
 	for (size_t i = 0; i < len - hex - 1; i++)
 		if (!lvm_name_char(s[i]))
 			return false;
-	for (size_t i = len - hex; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
+	return lower_hex(s + len - hex, hex);
 }

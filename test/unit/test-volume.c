@@ -170,6 +170,11 @@ TEST(volume_id_is_valid)
 {
 	CHECK(volume_id_is_valid("sanity-e91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219"));
 	CHECK(!volume_id_is_valid("invalid-token"));
+	/* intel/pmem-csi 0.6: hex SHA-1 of the name */
+	CHECK(volume_id_is_valid("daabcfa434ccbd7c596844352f02862d8f4a41cf"));
+	CHECK(!volume_id_is_valid("daabcfa434ccbd7c596844352f02862d8f4a41c"));
+	CHECK(!volume_id_is_valid("daabcfa434ccbd7c596844352f02862d8f4a41cF"));
+	CHECK(!volume_id_is_valid("daabcfa434ccbd7c596844352f02862d8f4a41cf0"));
 	CHECK(!volume_id_is_valid(""));
 	CHECK(!volume_id_is_valid("sanity-E91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219"));
 	CHECK(!volume_id_is_valid("toolong-e91a02df2cf66302ffa8fe07f49212a960af415e734de81b09d09219"));
@@ -346,6 +351,36 @@ TEST(state_parse_upstream_file)
 	CHECK(r.params.erase_after);
 	CHECK_STR(r.params.device_mode, "direct");
 	volume_record_done(&r);
+}
+
+TEST(state_parse_v06_files)
+{
+	/* What the real intel/pmem-csi v0.6.52 binary wrote in the guest
+	 * (test/guest/test_upstream_binary.py): the SHA-1 of the name as ID, the
+	 * name under "Name", an inline volume with its whole volume context. */
+	static const char pvc[] = "{\"id\":\"0b84a3a35c3b4d37937145e0c7e1ea5eda30d2d2\",\"size\":67108864,"
+				  "\"parameters\":{\"Name\":\"pvc-up-named\",\"eraseafter\":\"false\","
+				  "\"persistencyModel\":\"normal\"}}";
+	static const char inline_vol[] =
+		"{\"id\":\"fa12e2c4f2301e9e67596b48df5643a1f445cdca\",\"size\":100000000,\"parameters\":{"
+		"\"Name\":\"csi-0606060606060606060606060606060606060606060606060606060606060606\","
+		"\"csi.storage.k8s.io/ephemeral\":\"true\",\"csi.storage.k8s.io/pod.name\":\"app-0\","
+		"\"csi.storage.k8s.io/pod.namespace\":\"default\",\"persistencyModel\":\"ephemeral\",\"size\":\"100Mi\"}}";
+	struct volume_record r = {};
+	char *err = NULL;
+
+	CHECK_INT(state_parse(pvc, strlen(pvc), &r, &err), 0);
+	CHECK_STR(r.id, "0b84a3a35c3b4d37937145e0c7e1ea5eda30d2d2");
+	CHECK_STR(r.params.name, "pvc-up-named");
+	CHECK(!r.params.erase_after && !r.params.ephemeral);
+	volume_record_done(&r);
+
+	CHECK_INT(state_parse(inline_vol, strlen(inline_vol), &r, &err), 0);
+	CHECK(r.params.ephemeral);
+	CHECK_STR(r.params.name, "csi-0606060606060606060606060606060606060606060606060606060606060606");
+	CHECK(r.params.has_size && r.params.size == 100 * 1024 * 1024);
+	volume_record_done(&r);
+	free(err);
 }
 
 TEST(state_parse_rejects)

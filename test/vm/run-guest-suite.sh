@@ -16,6 +16,11 @@
 #   STRESS_WORKERS, STRESS_VOLUMES   size of the stress test (default 10 x 20;
 #                          the full run is STRESS_VOLUMES=50)
 #   PMEMVM_TIMEOUT         VM time limit in seconds (default 5400)
+#   PMEM_CSI_UPSTREAM      intel/pmem-csi v0.6.52's driver binary (default
+#                          ~/.cache/pmem-csi-tools/pmem-csi-driver-v0.6.52); its pmem-ns-init
+#                          and pmem-vgm beside it. CI is passed in too.
+#   UPSTREAM_BINARY_MODES, UPSTREAM_BINARY_CRASHES  test_upstream_binary.py: the device
+#                          modes (default "lvm direct") and SIGKILLs per mode (default 3)
 # Parsed as a whole before it runs (the braces), so that editing this file while
 # it runs (a VM can take an hour) cannot derail the running copy.
 {
@@ -41,7 +46,12 @@ RESULTS=$(realpath "$RESULTS")
 CONSOLE=$RESULTS/console.log
 
 envs=(--env "PMEM_CSI_DRIVER=$DRIVER" --env "RESULTS_DIR=$RESULTS")
-for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB; do
+# intel/pmem-csi v0.6.52's driver, a test peer (../shared/tools, unpacked by
+# scripts/test.sh) for test_upstream_binary.py; CI=true makes its absence a failure.
+UPSTREAM=${PMEM_CSI_UPSTREAM:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmem-csi-tools/pmem-csi-driver-v0.6.52}
+envs+=(--env "PMEM_CSI_UPSTREAM=$(realpath -m "$UPSTREAM")")  # the test says when it is missing
+[ -n "${CI:-}" ] && envs+=(--env "CI=$CI")
+for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB UPSTREAM_BINARY_MODES UPSTREAM_BINARY_CRASHES; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 
