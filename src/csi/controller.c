@@ -118,8 +118,8 @@ static Csi__V1__Volume *make_volume(struct csi_call *c, struct csi_driver *d, co
 		/* The volume context reaches NodeStage/NodePublish; it carries the
 		 * parameters as upstream did, so that PVs created by either
 		 * driver look alike. */
-		const char *keys[8], *values[8];
-		size_t n = volume_params_to_pairs(&rec->params, keys, values, 8);
+		const char *keys[10], *values[10];
+		size_t n = volume_params_to_pairs(&rec->params, keys, values, 10);
 		Csi__V1__Volume__VolumeContextEntry **ctx =
 			CSI_NEW_ARRAY(c, Csi__V1__Volume__VolumeContextEntry *, n);
 		size_t m = 0;
