@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The peer channel of cache volumes (cache.c): an HTTPS server for the
+ * other node drivers and a client per peer, both with mutual TLS.
+ */
+
+struct csi_driver;
+struct cache_peers;
+
+/* The name in every node driver's certificate (the operator's "pmem-node-controller"). */
+#define CACHE_PEER_NAME "pmem-node-controller"
+
+struct cache_peers_config {
+	const char *listen;    /* -peerListen, like ":10000" */
+	const char *peers;     /* -peers: "node=host:port,..." (this node may be in the list) */
+	const char *ca_file;   /* -caFile: the CA that signed every node driver's certificate */
+	const char *cert_file; /* -certFile / -keyFile: this node driver's certificate for CACHE_PEER_NAME */
+	const char *key_file;
+};
+
+/**
+ * cache_peers_start() - serve the peer channel and make cache volumes use it
+ * (installs the controller's cache hooks).
+ * @cfg: read during the call only.
+ * @d: the driver whose volumes the peers create and delete; must outlive the channel.
+ * @ret: stop it with cache_peers_stop().
+ *
+ * Return: 0; -EINVAL for a missing certificate flag or a malformed -peers
+ * entry; what webserver_start() returns.
+ */
+int cache_peers_start(const struct cache_peers_config *cfg, struct csi_driver *d, struct cache_peers **ret);
+
+/** cache_peers_stop() - remove the hooks, stop serving, free; NULL is fine. */
+void cache_peers_stop(struct cache_peers *cp);
