@@ -337,8 +337,9 @@ static int cache_create(struct csi_call *c, struct csi_driver *d, const Csi__V1_
 		 * fewer copies than could be made, and nothing left behind. */
 		roll_back(d, id, made, n_made);
 		return csi_fail(c, res.unreachable ? CSI_CODE_UNAVAILABLE : res.code,
-				"cache volume %s: cannot create the copy on %s, removed the %zu copies made: %s", id,
-				order[i]->node, n_made + 1, res.message);
+				"cache volume %s: cannot create the copy on %s, so the copies made (%zu) are removed "
+				"again: %s",
+				id, order[i]->node, n_made + 1, res.message);
 	}
 	if (n_made + 1 < cache_size)
 		log_warning("Cache volume %s: %zu of %u copies (%zu other nodes, %zu of them without room)", id,
