@@ -106,6 +106,29 @@ static int hex_decode(const char *s, uint8_t **ret, size_t *ret_len)
 
 /* ---- server side: a peer asks for this node's copy ---- */
 
+int cache_peer_decode(const char *body, size_t len, bool create, ProtobufCMessage **ret)
+{
+	_cleanup_(jv_unrefp) struct jv *v = NULL;
+	_cleanup_free_ uint8_t *pb = NULL;
+	const ProtobufCMessageDescriptor *desc =
+		create ? &csi__v1__create_volume_request__descriptor : &csi__v1__delete_volume_request__descriptor;
+	ProtobufCMessage *m;
+	const char *hex;
+	size_t pb_len = 0;
+	int r;
+
+	if (jv_parse(body, len, &v, NULL) < 0 || !(hex = jv_string(jv_object_get(v, "request"))))
+		return -EINVAL;
+	r = hex_decode(hex, &pb, &pb_len);
+	if (r < 0)
+		return r;
+	m = protobuf_c_message_unpack(desc, NULL, pb_len, pb);
+	if (!m)
+		return -EINVAL;
+	*ret = m;
+	return 0;
+}
+
 static void reply_json(struct webserver_reply *reply, unsigned status, enum csi_code code, const char *message,
 		       int64_t capacity)
 {
@@ -128,14 +151,9 @@ static void serve(void *userdata, const char *method, const char *path, const ch
 		  struct webserver_reply *reply)
 {
 	struct cache_peers *cp = userdata;
-	_cleanup_(jv_unrefp) struct jv *v = NULL;
-	_cleanup_free_ uint8_t *pb = NULL;
 	ProtobufCMessage *req = NULL, *resp = NULL;
-	const ProtobufCMessageDescriptor *desc;
 	struct csi_call call = {};
-	const char *hex;
 	bool create;
-	size_t pb_len = 0;
 	int64_t capacity = -1;
 	double start = now_s();
 	int r;
@@ -145,10 +163,7 @@ static void serve(void *userdata, const char *method, const char *path, const ch
 		reply_json(reply, 404, CSI_CODE_UNIMPLEMENTED, "not found", -1);
 		return;
 	}
-	desc = create ? &csi__v1__create_volume_request__descriptor : &csi__v1__delete_volume_request__descriptor;
-	if (jv_parse(body, len, &v, NULL) < 0 || !(hex = jv_string(jv_object_get(v, "request"))) ||
-	    hex_decode(hex, &pb, &pb_len) < 0 ||
-	    !(req = protobuf_c_message_unpack(desc, NULL, pb_len, pb))) {
+	if (cache_peer_decode(body, len, create, &req) < 0) {
 		reply_json(reply, 400, CSI_CODE_INVALID_ARGUMENT, "request: not a hex-encoded CSI request", -1);
 		return;
 	}

@@ -6,6 +6,11 @@
  * other node drivers and a client per peer, both with mutual TLS.
  */
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <protobuf-c/protobuf-c.h>
+
 struct csi_driver;
 struct cache_peers;
 
@@ -34,3 +39,11 @@ int cache_peers_start(const struct cache_peers_config *cfg, struct csi_driver *d
 
 /** cache_peers_stop() - remove the hooks, stop serving, free; NULL is fine. */
 void cache_peers_stop(struct cache_peers *cp);
+
+/**
+ * cache_peer_decode() - the CSI request in a peer's request body
+ * ({"request":"<hex of the protobuf>"}): a CreateVolumeRequest when create,
+ * else a DeleteVolumeRequest. Free it with protobuf_c_message_free_unpacked().
+ * Return: 0; -EINVAL when the body is not such a request; -ENOMEM.
+ */
+int cache_peer_decode(const char *body, size_t len, bool create, ProtobufCMessage **ret);

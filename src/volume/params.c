@@ -188,6 +188,9 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 	if (has_cache_size && !p->cache)
 		return fail(ret_error, "parameter \"%s\": only valid with %s=cache", KEY_CACHE_SIZE,
 			    KEY_PERSISTENCY);
+	if (p->cache && p->ephemeral)
+		return fail(ret_error, "parameter \"%s\": an inline ephemeral volume cannot be a cache volume",
+			    KEY_PERSISTENCY);
 	return 0;
 }
 
