@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "basic/arena.h"
+#include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/strutil.h"
@@ -50,8 +51,21 @@ struct peer {
 struct cache_peers {
 	struct csi_driver *driver;
 	struct webserver *server;
+	/* -peers: fixed, with a client each */
 	struct peer *peers;
 	size_t n_peers;
+	/* without -peers: the pods of the node DaemonSet, listed at each call */
+	struct k8s_client *api;
+	char *pods_path; /* /api/v1/namespaces/<ns>/pods?labelSelector=<selector> */
+	uint16_t port;   /* the peer port (-peerListen's) */
+	char *ca_file, *cert_file, *key_file;
+};
+
+/* The peers of one call: borrowed from -peers, or listed from the API (and freed after the call). */
+struct peer_set {
+	struct peer *peers;
+	size_t n;
+	bool owned;
 };
 
 /* The hooks reach the peer set through this (one driver, one set per process). */
@@ -210,6 +224,11 @@ static int peer_call(struct peer *p, const char *path, const ProtobufCMessage *m
 	int r;
 
 	*ret = (struct peer_result){ .code = CSI_CODE_UNAVAILABLE };
+	if (!p->client) {
+		ret->unreachable = true;
+		snprintf(ret->message, sizeof(ret->message), "peer %s has no address (its pod has no IP yet)", p->node);
+		return -EHOSTUNREACH;
+	}
 	pb = malloc(len ? len : 1);
 	hex = malloc(2 * len + 1);
 	o = jv_new_object();
@@ -231,6 +250,132 @@ static int peer_call(struct peer *p, const char *path, const ProtobufCMessage *m
 	ret->code = code >= 0 && code <= CSI_CODE_UNAUTHENTICATED ? (enum csi_code)code : CSI_CODE_UNKNOWN;
 	snprintf(ret->message, sizeof(ret->message), "peer %s: %s", p->node, m ? m : "");
 	return ret->code == CSI_CODE_OK ? 0 : -EIO;
+}
+
+static int peer_client(struct peer *p, const char *ca_file, const char *cert_file, const char *key_file)
+{
+	_cleanup_free_ char *server = NULL, *resolve = NULL, *err = NULL;
+	bool v6 = strchr(p->address, ':') && p->address[0] != '[';
+	int r;
+
+	server = xasprintf("https://%s:%u", CACHE_PEER_NAME, p->port);
+	resolve = xasprintf(v6 ? "%s:%u:[%s]" : "%s:%u:%s", CACHE_PEER_NAME, p->port, p->address);
+	if (!server || !resolve)
+		return -ENOMEM;
+	r = k8s_client_new_tls(server, resolve, ca_file, cert_file, key_file, &p->client, &err);
+	if (r < 0)
+		return log_error_errno(r, "Cannot make a client for peer %s: %s", p->node, err ? err : "");
+	k8s_client_set_limits(p->client, PEER_TIMEOUT_MS, 1);
+	return 0;
+}
+
+static void peers_free(struct peer *peers, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		k8s_client_free(peers[i].client);
+		free(peers[i].node);
+		free(peers[i].address);
+	}
+	free(peers);
+}
+
+int cache_peers_from_pods(const char *json, size_t len, uint16_t port, struct cache_peer_addr **ret, size_t *ret_n)
+{
+	_cleanup_(jv_unrefp) struct jv *v = NULL;
+	struct cache_peer_addr *out;
+	struct jv *items;
+	size_t n = 0;
+
+	if (jv_parse(json, len, &v, NULL) < 0 || !jv_is_array(items = jv_object_get(v, "items")))
+		return -EINVAL;
+	out = calloc(jv_array_size(items) + 1, sizeof(*out));
+	if (!out)
+		return -ENOMEM;
+	for (size_t i = 0; i < jv_array_size(items); i++) {
+		struct jv *pod = jv_array_get(items, i), *status = jv_object_get(pod, "status");
+		const char *node = jv_string(jv_object_get(jv_object_get(pod, "spec"), "nodeName"));
+		const char *ip = jv_string(jv_object_get(status, "podIP"));
+		const char *phase = jv_string(jv_object_get(status, "phase"));
+
+		/* Not scheduled yet, or done for good: not a node driver that can hold a copy. */
+		if (!node || !*node || streq_ptr(phase, "Failed") || streq_ptr(phase, "Succeeded"))
+			continue;
+		out[n].node = strdup(node);
+		out[n].address = strdup(ip ? ip : ""); /* "" : the pod has no IP yet, it does not answer */
+		out[n].port = port;
+		if (!out[n].node || !out[n].address) {
+			cache_peer_addrs_free(out, n + 1);
+			return -ENOMEM;
+		}
+		n++;
+	}
+	*ret = out;
+	*ret_n = n;
+	return 0;
+}
+
+void cache_peer_addrs_free(struct cache_peer_addr *a, size_t n)
+{
+	if (!a)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(a[i].node);
+		free(a[i].address);
+	}
+	free(a);
+}
+
+/* The peers for one call: -peers as they are, or the node DaemonSet's pods now. */
+static int peer_set_get(struct cache_peers *cp, struct peer_set *ret, char *why, size_t why_len)
+{
+	_cleanup_free_ char *err = NULL, *body = NULL;
+	_cleanup_(jv_unrefp) struct jv *list = NULL;
+	struct cache_peer_addr *addrs = NULL;
+	struct peer *peers;
+	size_t n = 0;
+	int r;
+
+	if (!cp->api) {
+		*ret = (struct peer_set){ cp->peers, cp->n_peers, false };
+		return 0;
+	}
+	r = k8s_get(cp->api, cp->pods_path, &list, &err);
+	if (r >= 0 && !(body = jv_dump(list)))
+		r = -ENOMEM;
+	if (r >= 0)
+		r = cache_peers_from_pods(body, strlen(body), cp->port, &addrs, &n);
+	if (r < 0) {
+		snprintf(why, why_len, "cannot list the node drivers (%s): %s", cp->pods_path,
+			 err ? err : strerror(-r));
+		return r;
+	}
+	peers = calloc(n + 1, sizeof(*peers));
+	if (!peers) {
+		cache_peer_addrs_free(addrs, n);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		peers[i].node = TAKE_PTR(addrs[i].node);
+		peers[i].address = TAKE_PTR(addrs[i].address);
+		peers[i].port = addrs[i].port;
+		if (peers[i].address[0] &&
+		    (r = peer_client(&peers[i], cp->ca_file, cp->cert_file, cp->key_file)) < 0) {
+			cache_peer_addrs_free(addrs, n);
+			peers_free(peers, n);
+			snprintf(why, why_len, "cannot make a client for node %s", peers[i].node);
+			return r;
+		}
+	}
+	cache_peer_addrs_free(addrs, n);
+	*ret = (struct peer_set){ peers, n, true };
+	return 0;
+}
+
+static void peer_set_done(struct peer_set *s)
+{
+	if (s->owned)
+		peers_free(s->peers, s->n);
+	*s = (struct peer_set){};
 }
 
 /* Whether accessibility_requirements allow node (no requisite: every node). */
@@ -305,29 +450,50 @@ static void roll_back(struct csi_driver *d, const char *id, struct peer **made, 
 	arena_free(call.arena);
 }
 
+static int create_copies(struct csi_call *c, struct csi_driver *d, const Csi__V1__CreateVolumeRequest *req,
+			 unsigned cache_size, const char *id, struct peer_set *set, ProtobufCMessage **ret);
+
 static int cache_create(struct csi_call *c, struct csi_driver *d, const Csi__V1__CreateVolumeRequest *req,
 			unsigned cache_size, const char *id, ProtobufCMessage **ret)
 {
-	struct cache_peers *cp = the_peers;
-	const char *self = csi_driver_cfg(d)->node_id;
-	_cleanup_free_ struct peer **order = NULL, **made = NULL;
-	Csi__V1__CreateVolumeResponse *resp;
-	Csi__V1__Topology **topo;
-	size_t n = 0, n_made = 0, full = 0;
+	struct peer_set set = {};
+	char why[512];
 	int r;
 
 	/* This node's copy first: the provisioner that called us runs here. */
 	r = csi_controller_create_copy(c, d, &req->base, ret);
 	if (r < 0)
 		return r;
-	order = calloc(cp->n_peers + 1, sizeof(*order));
-	made = calloc(cp->n_peers + 1, sizeof(*made));
-	if (!order || !made)
+	r = peer_set_get(the_peers, &set, why, sizeof(why));
+	if (r < 0) {
+		roll_back(d, id, NULL, 0);
+		return csi_fail(c, CSI_CODE_UNAVAILABLE, "cache volume %s: %s", id, why);
+	}
+	r = create_copies(c, d, req, cache_size, id, &set, ret);
+	peer_set_done(&set);
+	return r;
+}
+
+static int create_copies(struct csi_call *c, struct csi_driver *d, const Csi__V1__CreateVolumeRequest *req,
+			 unsigned cache_size, const char *id, struct peer_set *set, ProtobufCMessage **ret)
+{
+	const char *self = csi_driver_cfg(d)->node_id;
+	_cleanup_free_ struct peer **order = NULL, **made = NULL;
+	Csi__V1__CreateVolumeResponse *resp;
+	Csi__V1__Topology **topo;
+	size_t n = 0, n_made = 0, full = 0;
+
+	order = calloc(set->n + 1, sizeof(*order));
+	made = calloc(set->n + 1, sizeof(*made));
+	if (!order || !made) {
+		roll_back(d, id, NULL, 0);
 		return csi_oom(c);
-	for (size_t i = 0; i < cp->n_peers; i++)
-		if (!streq_ptr(cp->peers[i].node, self) &&
-		    node_allowed(d, req->accessibility_requirements, cp->peers[i].node))
-			order[n++] = &cp->peers[i];
+	}
+	/* a pod without an IP is a node whose driver is not running yet: no room to offer */
+	for (size_t i = 0; i < set->n; i++)
+		if (!streq_ptr(set->peers[i].node, self) && set->peers[i].client &&
+		    node_allowed(d, req->accessibility_requirements, set->peers[i].node))
+			order[n++] = &set->peers[i];
 	/* insertion sort by rank: a handful of peers */
 	for (size_t i = 1; i < n; i++)
 		for (size_t j = i; j > 0 && rank(id, order[j]->node) < rank(id, order[j - 1]->node); j--) {
@@ -374,22 +540,30 @@ static int cache_create(struct csi_call *c, struct csi_driver *d, const Csi__V1_
 
 static int cache_remove(struct csi_call *c, struct csi_driver *d, const Csi__V1__DeleteVolumeRequest *req)
 {
-	struct cache_peers *cp = the_peers;
 	const char *self = csi_driver_cfg(d)->node_id;
+	struct peer_set set = {};
+	char why[512];
+	int r;
 
+	r = peer_set_get(the_peers, &set, why, sizeof(why));
+	if (r < 0)
+		return csi_fail(c, CSI_CODE_UNAVAILABLE, "cache volume %s: %s", req->volume_id, why);
 	/* Every peer: a copy may be on any of them, and a peer without one answers OK. */
-	for (size_t i = 0; i < cp->n_peers; i++) {
+	for (size_t i = 0; i < set.n; i++) {
 		struct peer_result res;
 
-		if (streq_ptr(cp->peers[i].node, self))
+		if (streq_ptr(set.peers[i].node, self))
 			continue;
-		if (peer_call(&cp->peers[i], PATH_DELETE, &req->base, &res) < 0)
-			return csi_fail(c, res.unreachable ? CSI_CODE_UNAVAILABLE : res.code,
-					"cache volume %s: cannot delete the copy on %s (the copy here is kept until it "
-					"is gone): %s",
-					req->volume_id, cp->peers[i].node, res.message);
+		if (peer_call(&set.peers[i], PATH_DELETE, &req->base, &res) < 0) {
+			r = csi_fail(c, res.unreachable ? CSI_CODE_UNAVAILABLE : res.code,
+				     "cache volume %s: cannot delete the copy on %s (the copy here is kept until it "
+				     "is gone): %s",
+				     req->volume_id, set.peers[i].node, res.message);
+			break;
+		}
 	}
-	return 0;
+	peer_set_done(&set);
+	return r < 0 ? r : 0;
 }
 
 static const struct csi_cache_hooks hooks = {
@@ -412,9 +586,100 @@ static int parse_peer(const char *s, struct peer *ret)
 	return ret->node && ret->address ? 0 : -ENOMEM;
 }
 
+/* A label selector as a query value: keep what is safe, escape the rest. */
+static char *query_escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = malloc(strlen(s) * 3 + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+		    ch == '_' || ch == '.') {
+			*o++ = (char)ch;
+		} else {
+			*o++ = '%';
+			*o++ = hex[ch >> 4];
+			*o++ = hex[ch & 15];
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* The namespace of this pod: $POD_NAMESPACE, else the service account's. */
+static char *own_namespace(void)
+{
+	const char *env = getenv("POD_NAMESPACE");
+	const char *dir = getenv("PMEM_CSI_SERVICEACCOUNT_DIR");
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	size_t n;
+
+	if (env && *env)
+		return strdup(env);
+	path = xasprintf("%s/namespace", dir && *dir ? dir : "/var/run/secrets/kubernetes.io/serviceaccount");
+	if (!path || read_file_limited(path, 256, &text, NULL) < 0)
+		return NULL;
+	n = strcspn(text, "\r\n");
+	text[n] = 0;
+	return n ? TAKE_PTR(text) : NULL;
+}
+
+static int static_peers(struct cache_peers *cp, const struct cache_peers_config *cfg)
+{
+	_cleanup_free_ char *list = strdup(cfg->peers);
+	char *save = NULL;
+	int r;
+
+	if (!list)
+		return -ENOMEM;
+	for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct peer *np = realloc(cp->peers, (cp->n_peers + 1) * sizeof(*np)), *p;
+
+		if (!np)
+			return -ENOMEM;
+		cp->peers = np;
+		p = &cp->peers[cp->n_peers];
+		*p = (struct peer){};
+		cp->n_peers++;
+		r = parse_peer(tok, p);
+		if (r < 0)
+			return log_error_errno(r, "-peers: \"%s\" is not node=host:port", tok);
+		r = peer_client(p, cfg->ca_file, cfg->cert_file, cfg->key_file);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int api_peers(struct cache_peers *cp, const struct cache_peers_config *cfg, uint16_t port)
+{
+	_cleanup_free_ char *ns = own_namespace(), *sel = NULL, *err = NULL;
+	int r;
+
+	if (!ns)
+		return log_error_errno(-ENOENT, "-peerListen without -peers finds the peers through the API, but the "
+						"pod's namespace is unknown ($POD_NAMESPACE or the service account's)");
+	sel = query_escape(cfg->selector && *cfg->selector ? cfg->selector : CACHE_PEER_SELECTOR);
+	cp->pods_path = sel ? xasprintf("/api/v1/namespaces/%s/pods?labelSelector=%s", ns, sel) : NULL;
+	cp->ca_file = strdup(cfg->ca_file);
+	cp->cert_file = strdup(cfg->cert_file);
+	cp->key_file = strdup(cfg->key_file);
+	if (!cp->pods_path || !cp->ca_file || !cp->cert_file || !cp->key_file)
+		return -ENOMEM;
+	cp->port = port;
+	r = k8s_client_new(NULL, &cp->api, &err);
+	if (r < 0)
+		return log_error_errno(r, "-peerListen without -peers needs the API server: %s", err ? err : "");
+	k8s_client_set_limits(cp->api, 10000, 3);
+	log_info("Peers of cache volumes: the pods of %s", cp->pods_path);
+	return 0;
+}
+
 int cache_peers_start(const struct cache_peers_config *cfg, struct csi_driver *d, struct cache_peers **ret)
 {
-	_cleanup_free_ char *list = NULL;
 	struct cache_peers *cp;
 	struct webserver_config wcfg = {
 		.listen = cfg->listen,
@@ -425,7 +690,6 @@ int cache_peers_start(const struct cache_peers_config *cfg, struct csi_driver *d
 		.max_body = PEER_BODY_MAX,
 		.handler = serve,
 	};
-	char *save = NULL;
 	int r;
 
 	if (!cfg->ca_file || !*cfg->ca_file || !cfg->cert_file || !*cfg->cert_file || !cfg->key_file ||
@@ -436,52 +700,19 @@ int cache_peers_start(const struct cache_peers_config *cfg, struct csi_driver *d
 	if (!cp)
 		return -ENOMEM;
 	cp->driver = d;
-	list = cfg->peers ? strdup(cfg->peers) : strdup("");
-	if (!list) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		struct peer *np = realloc(cp->peers, (cp->n_peers + 1) * sizeof(*np));
-		_cleanup_free_ char *server = NULL, *resolve = NULL, *err = NULL;
-		struct peer *p;
-
-		if (!np) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		cp->peers = np;
-		p = &cp->peers[cp->n_peers];
-		*p = (struct peer){};
-		cp->n_peers++;
-		r = parse_peer(tok, p);
-		if (r < 0) {
-			log_error("-peers: \"%s\" is not node=host:port", tok);
-			goto fail;
-		}
-		server = xasprintf("https://%s:%u", CACHE_PEER_NAME, p->port);
-		resolve = xasprintf("%s:%u:%s", CACHE_PEER_NAME, p->port, p->address);
-		if (!server || !resolve) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		r = k8s_client_new_tls(server, resolve, cfg->ca_file, cfg->cert_file, cfg->key_file, &p->client, &err);
-		if (r < 0) {
-			log_error_errno(r, "Cannot make a client for peer %s: %s", p->node, err ? err : "");
-			goto fail;
-		}
-		k8s_client_set_limits(p->client, PEER_TIMEOUT_MS, 1);
-	}
 	wcfg.userdata = cp;
 	r = webserver_start(&wcfg, &cp->server);
 	if (r < 0) {
 		log_error_errno(r, "Cannot serve the peer channel on %s: %m", cfg->listen);
 		goto fail;
 	}
+	r = cfg->peers && *cfg->peers ? static_peers(cp, cfg) : api_peers(cp, cfg, webserver_port(cp->server));
+	if (r < 0)
+		goto fail;
 	the_peers = cp;
 	csi_cache_set_hooks(&hooks);
-	log_info("Peer channel for cache volumes on %s (port %u), %zu peer(s), mutual TLS as \"%s\"", cfg->listen,
-		 webserver_port(cp->server), cp->n_peers, CACHE_PEER_NAME);
+	log_info("Peer channel for cache volumes on %s (port %u), mutual TLS as \"%s\"", cfg->listen,
+		 webserver_port(cp->server), CACHE_PEER_NAME);
 	*ret = cp;
 	return 0;
 fail:
@@ -498,11 +729,11 @@ void cache_peers_stop(struct cache_peers *cp)
 		the_peers = NULL;
 	}
 	webserver_stop(cp->server);
-	for (size_t i = 0; i < cp->n_peers; i++) {
-		k8s_client_free(cp->peers[i].client);
-		free(cp->peers[i].node);
-		free(cp->peers[i].address);
-	}
-	free(cp->peers);
+	peers_free(cp->peers, cp->n_peers);
+	k8s_client_free(cp->api);
+	free(cp->pods_path);
+	free(cp->ca_file);
+	free(cp->cert_file);
+	free(cp->key_file);
 	free(cp);
 }

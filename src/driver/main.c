@@ -44,7 +44,7 @@ struct options {
 	const char *kubeconfig;
 	const char *logging_format;
 	const char *scheduler_listen, *insecure_scheduler_listen, *ca_file, *cert_file, *key_file;
-	const char *peer_listen, *peers;
+	const char *peer_listen, *peers, *peer_selector;
 	int reschedule_seconds;
 	int pmem_percentage;
 	int verbosity;
@@ -410,6 +410,7 @@ static int run_node(const struct options *o)
 		struct cache_peers_config pcfg = {
 			.listen = o->peer_listen,
 			.peers = o->peers,
+			.selector = o->peer_selector,
 			.ca_file = o->ca_file,
 			.cert_file = o->cert_file,
 			.key_file = o->key_file,
@@ -492,7 +493,8 @@ int main(int argc, char **argv)
 		{ "certFile", FLAG_STRING, &o.cert_file, "-schedulerListen, -peerListen: certificate file (PEM) of the HTTPS server; -peerListen: also the client certificate, issued for \"pmem-node-controller\" (default \"pmem-controller.pem\")", NULL },
 		{ "keyFile", FLAG_STRING, &o.key_file, "-schedulerListen, -peerListen: private key file (PEM) for the certificate (default \"pmem-controller-key.pem\")", NULL },
 		{ "peerListen", FLAG_STRING, &o.peer_listen, "-mode=node: HTTPS listen address (like :10000) of the peer channel that makes the copies of cache volumes on other nodes, mutual TLS with caFile, certFile, keyFile; disabled by default (cache volumes then get the copy of the node that creates them only)", NULL },
-		{ "peers", FLAG_STRING, &o.peers, "-peerListen: the node drivers that can hold copies of cache volumes, as nodeid=host:port,... (this node may be listed)", NULL },
+		{ "peers", FLAG_STRING, &o.peers, "-peerListen: the node drivers that can hold copies of cache volumes, as nodeid=host:port,... (this node may be listed); empty: the pods of -peerSelector in this pod's namespace, through the API, at the port of -peerListen", NULL },
+		{ "peerSelector", FLAG_STRING, &o.peer_selector, "-peerListen without -peers: label selector of the node driver pods (default \"app.kubernetes.io/name=pmem-csi-node\")", NULL },
 		/* Accepted for compatibility with upstream deployments; no effect. */
 		{ "kube-api-qps", FLAG_IGNORED, NULL, NULL, NULL },
 		{ "kube-api-burst", FLAG_IGNORED, NULL, NULL, NULL },
@@ -537,8 +539,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pmem-csi-driver: -schedulerListen and -insecureSchedulerListen need -mode=webhooks\n");
 		return 2;
 	}
-	if (((o.peer_listen && *o.peer_listen) || (o.peers && *o.peers)) && !streq_ptr(o.mode, "node")) {
-		fprintf(stderr, "pmem-csi-driver: -peerListen and -peers need -mode=node\n");
+	if (((o.peer_listen && *o.peer_listen) || (o.peers && *o.peers) || (o.peer_selector && *o.peer_selector)) &&
+	    !streq_ptr(o.mode, "node")) {
+		fprintf(stderr, "pmem-csi-driver: -peerListen, -peers and -peerSelector need -mode=node\n");
 		return 2;
 	}
 	malloc_setup();

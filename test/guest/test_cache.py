@@ -344,6 +344,11 @@ class CacheVolumes(DriverTestCase):
         self.assertTrue(s_client(PORT_A, self.certs, "-tls1_2"), "TLS 1.2 refused")
         ciphers = [c.split()[0] for c in openssl("ciphers", "-v", "ALL:COMPLEMENTOFALL:@SECLEVEL=0").splitlines()
                    if "TLSv1.3" not in c]
+        if os.environ.get("CACHE_TLS_SCAN") != "full":
+            # Every cipher openssl knows takes minutes under TCG (155: 135 s): by default the ones
+            # an EC certificate can use, one of each weak kind (CBC, SHA-1, no ECDHE) and the AEAD ones.
+            ciphers = [c for c in ciphers if c.startswith("ECDHE-ECDSA-")] + \
+                ["AES128-GCM-SHA256", "DHE-RSA-AES128-GCM-SHA256", "AES128-SHA"]
         accepted, lock = [], threading.Lock()
 
         def probe(chunk):

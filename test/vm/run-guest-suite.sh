@@ -16,6 +16,8 @@
 #   STRESS_WORKERS, STRESS_VOLUMES   size of the stress test (default 10 x 20;
 #                          the full run is STRESS_VOLUMES=50)
 #   PMEMVM_TIMEOUT         VM time limit in seconds (default 5400)
+#   CACHE_TLS_SCAN=full    test_cache.py scans the peer port with every cipher openssl
+#                          knows (about 135 s more), not the ECDSA ones and a few weak ones
 # Parsed as a whole before it runs (the braces), so that editing this file while
 # it runs (a VM can take an hour) cannot derail the running copy.
 {
@@ -41,7 +43,7 @@ RESULTS=$(realpath "$RESULTS")
 CONSOLE=$RESULTS/console.log
 
 envs=(--env "PMEM_CSI_DRIVER=$DRIVER" --env "RESULTS_DIR=$RESULTS")
-for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB; do
+for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB CACHE_TLS_SCAN; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 
