@@ -14,6 +14,7 @@
 
 #include "basic/log.h"
 #include "basic/strutil.h"
+#include "cache.h"
 #include "caps.h"
 #include "csi.pb-c.h"
 #include "driver.h"
@@ -24,6 +25,14 @@
 
 #define ALLOC_ALIGN (4 * MiB)
 #define MAX_PARAMS 64
+
+/* Installed by cache.c when the peer channel runs (one driver per process). */
+static const struct csi_cache_hooks *cache_hooks;
+
+void csi_cache_set_hooks(const struct csi_cache_hooks *hooks)
+{
+	cache_hooks = hooks;
+}
 
 struct create_args {
 	uint64_t required, limit, alloc;
@@ -118,8 +127,8 @@ static Csi__V1__Volume *make_volume(struct csi_call *c, struct csi_driver *d, co
 		/* The volume context reaches NodeStage/NodePublish; it carries the
 		 * parameters as upstream did, so that PVs created by either
 		 * driver look alike. */
-		const char *keys[8], *values[8];
-		size_t n = volume_params_to_pairs(&rec->params, keys, values, 8);
+		const char *keys[10], *values[10];
+		size_t n = volume_params_to_pairs(&rec->params, keys, values, 10);
 		Csi__V1__Volume__VolumeContextEntry **ctx =
 			CSI_NEW_ARRAY(c, Csi__V1__Volume__VolumeContextEntry *, n);
 		size_t m = 0;
@@ -391,8 +400,8 @@ static int create_fn(struct csi_call *c, struct csi_driver *d, const char *id, v
 	return r;
 }
 
-int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
-				 ProtobufCMessage **ret)
+static int create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, bool copy,
+			 ProtobufCMessage **ret)
 {
 	const Csi__V1__CreateVolumeRequest *req = (const Csi__V1__CreateVolumeRequest *)msg;
 	struct csi_driver *d = ud;
@@ -443,10 +452,31 @@ int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMe
 				"accessibility_requirements do not include this node (%s=%s)",
 				csi_driver_topology_key(d), csi_driver_cfg(d)->node_id);
 	}
+	if (params.cache && !copy) {
+		if (req->volume_content_source)
+			return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
+					"volume_content_source: cache volumes cannot be made from a snapshot or volume");
+		if (cache_hooks && params.cache_size > 1)
+			return cache_hooks->create(c, d, req, params.cache_size, id, ret);
+		if (params.cache_size > 1)
+			log_warning("CreateVolume of cache volume %s: no peer channel (-peerListen), so only the copy "
+				    "on this node instead of %u", id, params.cache_size);
+	}
 	{
 		struct create_call cc = { req, &a, &params, ret };
 		return csi_volume_call(c, d, id, create_fn, &cc);
 	}
+}
+
+int csi_controller_create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				 ProtobufCMessage **ret)
+{
+	return create_volume(c, ud, msg, false, ret);
+}
+
+int csi_controller_create_copy(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
+{
+	return create_volume(c, ud, msg, true, ret);
 }
 
 int csi_volume_delete_locked(struct csi_call *c, struct csi_driver *d, const char *id)
@@ -512,8 +542,8 @@ static int delete_fn(struct csi_call *c, struct csi_driver *d, const char *id, v
 	return csi_volume_delete_locked(c, d, id);
 }
 
-int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
-				 ProtobufCMessage **ret)
+static int delete_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg, bool copy,
+			 ProtobufCMessage **ret)
 {
 	const Csi__V1__DeleteVolumeRequest *req = (const Csi__V1__DeleteVolumeRequest *)msg;
 	struct csi_driver *d = ud;
@@ -533,11 +563,33 @@ int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMe
 		*ret = &resp->base;
 		return 0;
 	}
+	if (!copy && cache_hooks) {
+		/* The peers' copies first: while this node's record stands, a
+		 * retry still knows that the volume has copies elsewhere. */
+		struct volume_record rec = {};
+		bool cache = csi_volume_lookup(d, req->volume_id, &rec) >= 0 && rec.params.cache;
+
+		volume_record_done(&rec);
+		snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+		if (cache && cache_hooks->remove(c, d, req) < 0)
+			return -1;
+	}
 	r = csi_volume_call(c, d, req->volume_id, delete_fn, NULL);
 	if (r < 0)
 		return r;
 	*ret = &resp->base;
 	return 0;
+}
+
+int csi_controller_delete_volume(struct csi_call *c, void *ud, const ProtobufCMessage *msg,
+				 ProtobufCMessage **ret)
+{
+	return delete_volume(c, ud, msg, false, ret);
+}
+
+int csi_controller_delete_copy(struct csi_call *c, void *ud, const ProtobufCMessage *msg, ProtobufCMessage **ret)
+{
+	return delete_volume(c, ud, msg, true, ret);
 }
 
 int csi_controller_validate_volume_capabilities(struct csi_call *c, void *ud, const ProtobufCMessage *msg,

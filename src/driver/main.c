@@ -17,6 +17,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/strutil.h"
+#include "csi/cache_peer.h"
 #include "csi/driver.h"
 #include "csi/server.h"
 #include "metrics/http.h"
@@ -43,6 +44,7 @@ struct options {
 	const char *kubeconfig;
 	const char *logging_format;
 	const char *scheduler_listen, *insecure_scheduler_listen, *ca_file, *cert_file, *key_file;
+	const char *peer_listen, *peers, *peer_selector;
 	int reschedule_seconds;
 	int pmem_percentage;
 	int verbosity;
@@ -359,6 +361,7 @@ static int run_node(const struct options *o)
 	_cleanup_free_ char *state_dir = NULL;
 	struct csi_driver *driver = NULL;
 	struct csi_server *server = NULL;
+	struct cache_peers *peers = NULL;
 	struct metrics *metrics = NULL;
 	struct metrics_http *http = NULL;
 	struct pmem_manager *pm = NULL;
@@ -403,6 +406,19 @@ static int run_node(const struct options *o)
 		goto out;
 	if (http)
 		metrics_http_set_liveness(http, grpc_live, server);
+	if (o->peer_listen && *o->peer_listen) {
+		struct cache_peers_config pcfg = {
+			.listen = o->peer_listen,
+			.peers = o->peers,
+			.selector = o->peer_selector,
+			.ca_file = o->ca_file,
+			.cert_file = o->cert_file,
+			.key_file = o->key_file,
+		};
+		r = cache_peers_start(&pcfg, driver, &peers);
+		if (r < 0)
+			goto out;
+	}
 
 	r = sys_ensure_writable("/sys", "/host-sys");
 	if (r < 0)
@@ -430,6 +446,7 @@ out:
 	/* Scrapes and /healthz use the driver, gRPC calls the metrics: stop both users first. */
 	metrics_http_stop(http);
 	csi_server_stop(server, 60 * 1000);
+	cache_peers_stop(peers);
 	pmem_manager_free(pm);
 	csi_driver_free(driver);
 	metrics_free(metrics);
@@ -472,9 +489,12 @@ int main(int argc, char **argv)
 		{ "version", FLAG_BOOL, &o.version, "display version information and exit", NULL },
 		{ "schedulerListen", FLAG_STRING, &o.scheduler_listen, "-mode=webhooks: HTTPS listen address (like :8000) for scheduler extender and mutating webhook, disabled by default (needs certFile, keyFile; caFile: client certificates required)", NULL },
 		{ "insecureSchedulerListen", FLAG_STRING, &o.insecure_scheduler_listen, "-mode=webhooks: HTTP listen address (like :8001) for scheduler extender and mutating webhook, disabled by default (does not use TLS config)", NULL },
-		{ "caFile", FLAG_STRING, &o.ca_file, "-schedulerListen: root CA certificate file for verifying clients; empty: no client certificate asked for (default \"ca.pem\")", NULL },
-		{ "certFile", FLAG_STRING, &o.cert_file, "-schedulerListen: certificate file (PEM) of the HTTPS server (default \"pmem-controller.pem\")", NULL },
-		{ "keyFile", FLAG_STRING, &o.key_file, "-schedulerListen: private key file (PEM) for the certificate (default \"pmem-controller-key.pem\")", NULL },
+		{ "caFile", FLAG_STRING, &o.ca_file, "-schedulerListen, -peerListen: root CA certificate file for verifying clients (and, -peerListen, the peers); empty: no client certificate asked for (default \"ca.pem\")", NULL },
+		{ "certFile", FLAG_STRING, &o.cert_file, "-schedulerListen, -peerListen: certificate file (PEM) of the HTTPS server; -peerListen: also the client certificate, issued for \"pmem-node-controller\" (default \"pmem-controller.pem\")", NULL },
+		{ "keyFile", FLAG_STRING, &o.key_file, "-schedulerListen, -peerListen: private key file (PEM) for the certificate (default \"pmem-controller-key.pem\")", NULL },
+		{ "peerListen", FLAG_STRING, &o.peer_listen, "-mode=node: HTTPS listen address (like :10000) of the peer channel that makes the copies of cache volumes on other nodes, mutual TLS with caFile, certFile, keyFile; disabled by default (cache volumes then get the copy of the node that creates them only)", NULL },
+		{ "peers", FLAG_STRING, &o.peers, "-peerListen: the node drivers that can hold copies of cache volumes, as nodeid=host:port,... (this node may be listed); empty: the pods of -peerSelector in this pod's namespace, through the API, at the port of -peerListen", NULL },
+		{ "peerSelector", FLAG_STRING, &o.peer_selector, "-peerListen without -peers: label selector of the node driver pods (default \"app.kubernetes.io/name=pmem-csi-node\")", NULL },
 		/* Accepted for compatibility with upstream deployments; no effect. */
 		{ "kube-api-qps", FLAG_IGNORED, NULL, NULL, NULL },
 		{ "kube-api-burst", FLAG_IGNORED, NULL, NULL, NULL },
@@ -517,6 +537,11 @@ int main(int argc, char **argv)
 	if (((o.scheduler_listen && *o.scheduler_listen) || (o.insecure_scheduler_listen && *o.insecure_scheduler_listen)) &&
 	    !streq_ptr(o.mode, "webhooks")) {
 		fprintf(stderr, "pmem-csi-driver: -schedulerListen and -insecureSchedulerListen need -mode=webhooks\n");
+		return 2;
+	}
+	if (((o.peer_listen && *o.peer_listen) || (o.peers && *o.peers) || (o.peer_selector && *o.peer_selector)) &&
+	    !streq_ptr(o.mode, "node")) {
+		fprintf(stderr, "pmem-csi-driver: -peerListen, -peers and -peerSelector need -mode=node\n");
 		return 2;
 	}
 	malloc_setup();

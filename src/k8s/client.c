@@ -44,6 +44,8 @@ struct k8s_client {
 	char *token;
 	struct timespec token_mtime;
 	off_t token_size;
+	/* k8s_client_new_tls(): "name:port:address" for CURLOPT_RESOLVE, or NULL */
+	char *resolve;
 };
 
 /* The libcurl entry points, from dlopen() of its SONAME (Debian's libcurl4). */
@@ -210,10 +212,42 @@ fail:
 	return r;
 }
 
+int k8s_client_new_tls(const char *server, const char *resolve, const char *ca_file, const char *cert_file,
+		       const char *key_file, struct k8s_client **ret, char **ret_err)
+{
+	struct k8s_client *c;
+
+	pthread_once(&global_once, global_init);
+	if (global_rc != CURLE_OK) {
+		*ret_err = strdup(global_err);
+		return -EIO;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->timeout_ms = 15000;
+	c->attempts = 1;
+	pthread_mutex_init(&c->lock, NULL);
+	c->cfg.server = strdup(server);
+	c->cfg.ca_file = strdup(ca_file);
+	c->cfg.cert_file = strdup(cert_file);
+	c->cfg.key_file = strdup(key_file);
+	c->resolve = resolve ? strdup(resolve) : NULL;
+	c->curl = curl_easy_init();
+	if (!c->cfg.server || !c->cfg.ca_file || !c->cfg.cert_file || !c->cfg.key_file || (resolve && !c->resolve) ||
+	    !c->curl) {
+		k8s_client_free(c);
+		return -ENOMEM;
+	}
+	*ret = c;
+	return 0;
+}
+
 void k8s_client_free(struct k8s_client *c)
 {
 	if (!c)
 		return;
+	free(c->resolve);
 	if (c->curl)
 		curl_easy_cleanup(c->curl);
 	k8s_config_done(&c->cfg);
@@ -368,7 +402,7 @@ static CURLcode perform_on(struct k8s_client *c, CURL *h, long timeout_ms, const
 			   const char *content_type, const char *body, struct sink *sink, long *ret_code,
 			   char *errbuf)
 {
-	struct curl_slist *hdrs = NULL;
+	struct curl_slist *hdrs = NULL, *resolve = NULL;
 	_cleanup_free_ char *auth = NULL, *ctype = NULL;
 	CURLcode rc;
 
@@ -413,11 +447,20 @@ static CURLcode perform_on(struct k8s_client *c, CURL *h, long timeout_ms, const
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
 	}
+	if (c->resolve) {
+		/* A peer by its role's name at a given address: the name is what its certificate must carry. */
+		resolve = curl_slist_append(NULL, c->resolve);
+		curl_easy_setopt(h, CURLOPT_RESOLVE, resolve);
+		curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	}
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	rc = curl_easy_perform(h);
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, ret_code);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_RESOLVE, NULL);
+	curl_slist_free_all(resolve);
 	curl_slist_free_all(hdrs);
 	return rc;
 }

@@ -25,6 +25,17 @@ struct jv;
  * in $PMEM_CSI_SERVICEACCOUNT_DIR), else $KUBECONFIG.
  */
 int k8s_client_new(const char *kubeconfig, struct k8s_client **ret, char **ret_err);
+/**
+ * k8s_client_new_tls() - a client for another HTTPS server of this driver
+ * (the peer channel of cache volumes): server is "https://<name>:<port>",
+ * resolve "<name>:<port>:<address>" connects to address while the server's
+ * certificate is checked against name; the client shows cert_file/key_file
+ * (read at each new connection, so a rotated pair is used without a
+ * restart). TLS 1.2 or newer, https only, one attempt (change it with
+ * k8s_client_set_limits()).
+ */
+int k8s_client_new_tls(const char *server, const char *resolve, const char *ca_file, const char *cert_file,
+		       const char *key_file, struct k8s_client **ret, char **ret_err);
 void k8s_client_free(struct k8s_client *c);
 /** k8s_client_server() - the API server URL; valid as long as the client. */
 const char *k8s_client_server(const struct k8s_client *c);

@@ -24,6 +24,7 @@
 
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 
 #include "basic/fileio.h"
@@ -73,6 +74,7 @@ struct webserver {
 	struct reaper *reaper;
 	uint16_t port;
 	bool verify_clients;
+	char *client_name; /* the name a client certificate must carry; NULL: any */
 	size_t max_body;
 	webserver_handler_fn handler;
 	void *userdata;
@@ -137,11 +139,14 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
  * asks for one (GNUTLS_CERT_REQUEST) but completes the handshake without:
  * the check is here, on the session, before any request is served.
  */
-static int verify_client(struct MHD_Connection *c, char *why, size_t why_len)
+static int verify_client(struct MHD_Connection *c, const char *name, char *why, size_t why_len)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	const gnutls_datum_t *peers;
 	gnutls_session_t session;
+	gnutls_x509_crt_t crt;
 	unsigned status = 0, n = 0;
+	bool ok;
 	int r;
 
 	if (!ci || !ci->tls_session) {
@@ -149,7 +154,8 @@ static int verify_client(struct MHD_Connection *c, char *why, size_t why_len)
 		return -EPERM;
 	}
 	session = (gnutls_session_t)ci->tls_session;
-	if (gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 || !gnutls_certificate_get_peers(session, &n) || n == 0) {
+	if (gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 ||
+	    !(peers = gnutls_certificate_get_peers(session, &n)) || n == 0) {
 		snprintf(why, why_len, "no client certificate");
 		return -EPERM;
 	}
@@ -165,6 +171,20 @@ static int verify_client(struct MHD_Connection *c, char *why, size_t why_len)
 			gnutls_free(out.data);
 		} else
 			snprintf(why, why_len, "client certificate rejected (status 0x%x)", status);
+		return -EPERM;
+	}
+	if (!name)
+		return 0;
+	/* The CA signs the certificates of every role: the name says which one this is. */
+	if (gnutls_x509_crt_init(&crt) < 0) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	ok = gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) >= 0 &&
+	     gnutls_x509_crt_check_hostname2(crt, name, GNUTLS_VERIFY_DO_NOT_ALLOW_WILDCARDS) != 0;
+	gnutls_x509_crt_deinit(crt);
+	if (!ok) {
+		snprintf(why, why_len, "client certificate is not issued for \"%s\"", name);
 		return -EPERM;
 	}
 	return 0;
@@ -208,9 +228,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t n;
 
-		if (s->verify_clients && verify_client(c, why, sizeof(why)) < 0) {
-			log_v(3, "Webhooks: %s %.128s refused: %s", method, url, why);
-			return reply_text(c, MHD_HTTP_FORBIDDEN, "forbidden: a client certificate signed by the CA of -caFile is required\n",
+		if (s->verify_clients && verify_client(c, s->client_name, why, sizeof(why)) < 0) {
+			log_v(3, "HTTPS server: %s %.128s refused: %s", method, url, why);
+			return reply_text(c, MHD_HTTP_FORBIDDEN,
+					  s->client_name ? "forbidden: a client certificate for this role, signed by the CA of -caFile, is required\n"
+							 : "forbidden: a client certificate signed by the CA of -caFile is required\n",
 					  true);
 		}
 		if (cl && (safe_atou64(cl, &n) < 0 || n > s->max_body)) {
@@ -358,6 +380,7 @@ static void webserver_free(struct webserver *s)
 	cert_gen_free(s->cert);
 	free(s->cert_file);
 	free(s->key_file);
+	free(s->client_name);
 	free(s);
 }
 
@@ -535,6 +558,10 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 		}
 	}
 	s->verify_clients = tls && ca;
+	if (s->verify_clients && cfg->client_name && !(s->client_name = strdup(cfg->client_name))) {
+		webserver_free(s);
+		return -ENOMEM;
+	}
 	s->max_body = cfg->max_body;
 	s->handler = cfg->handler;
 	s->userdata = cfg->userdata;

@@ -23,7 +23,10 @@
  * The CA file is read once. With a CA file, every
  * request must come with a client certificate that this CA signed (checked
  * through the GnuTLS session before the handler runs): without one the
- * answer is 403 and the connection is closed.
+ * answer is 403 and the connection is closed. With client_name as well, the
+ * certificate must also be issued for that name (a DNS subject alternative
+ * name, or the common name when it has none): a certificate that the same CA
+ * issued for another role of the driver is refused the same way.
  */
 
 #define WEBSERVER_CONNECTIONS_MAX 64u
@@ -68,6 +71,7 @@ struct webserver_config {
 	const char *cert_file; /* PEM: serve HTTPS with this certificate (chain) and key; NULL: plain HTTP */
 	const char *key_file;
 	const char *ca_file;   /* PEM: require client certificates signed by it; NULL or "": none asked for */
+	const char *client_name; /* with ca_file: the name the client certificate must be issued for; NULL: any */
 	size_t max_body;
 	webserver_handler_fn handler;
 	void *userdata;

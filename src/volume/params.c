@@ -17,6 +17,7 @@
 #define KEY_KATA "kataContainers"
 #define KEY_USAGE "usage"
 #define KEY_PERSISTENCY "persistencyModel"
+#define KEY_CACHE_SIZE "cacheSize"
 #define KEY_SIZE "size"
 #define KEY_NAME "name"
 #define KEY_NAME_V06 "Name" /* intel/pmem-csi 0.6's spelling in its state files */
@@ -31,6 +32,7 @@ void volume_params_init(struct volume_params *p)
 	memset(p, 0, sizeof(*p));
 	p->erase_after = true;
 	p->usage = VOLUME_USAGE_APP_DIRECT;
+	p->cache_size = 1;
 }
 
 void volume_params_done(struct volume_params *p)
@@ -55,6 +57,9 @@ static bool allowed(enum params_origin o, const char *key)
 	if (streq_ptr(key, KEY_ERASE_AFTER) || streq_ptr(key, KEY_ERASE_AFTER_DOC) ||
 	    streq_ptr(key, KEY_KATA) || streq_ptr(key, KEY_USAGE))
 		return true;
+	/* cache volumes: storage class, volume context and state; never inline */
+	if (streq_ptr(key, KEY_CACHE_SIZE))
+		return o != PARAMS_ORIGIN_EPHEMERAL;
 	switch (o) {
 	case PARAMS_ORIGIN_CREATE_VOLUME:
 		return streq_ptr(key, KEY_PERSISTENCY) || streq_ptr(key, "csi.storage.k8s.io/pvc/name") ||
@@ -90,6 +95,8 @@ _printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
 int volume_params_parse(struct volume_params *p, enum params_origin origin, const char *const *keys,
 			const char *const *values, size_t n, char **ret_error)
 {
+	bool has_cache_size = false;
+
 	for (size_t i = 0; i < n; i++) {
 		const char *k = keys[i], *v = values[i] ? values[i] : "";
 		int r;
@@ -112,15 +119,27 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 				return fail(ret_error,
 					    "parameter \"%s\": unknown value \"%s\" (AppDirect or FileIO)", k, v);
 		} else if (streq_ptr(k, KEY_PERSISTENCY)) {
+			p->cache = false;
 			if (streq_ptr(v, "normal") || streq_ptr(v, ""))
 				p->persistency_none = false;
 			else if (streq_ptr(v, "none"))
 				p->persistency_none = true;
+			else if (streq_ptr(v, "cache") && origin != PARAMS_ORIGIN_EPHEMERAL)
+				p->cache = true;
 			else if (streq_ptr(v, "ephemeral") && origin == PARAMS_ORIGIN_STATE)
 				/* how 1.1 marks inline ephemeral volumes in its state files */
 				p->ephemeral = true;
 			else
-				return fail(ret_error, "parameter \"%s\": unknown value \"%s\" (normal)", k, v);
+				return fail(ret_error, "parameter \"%s\": unknown value \"%s\" (normal or cache)", k, v);
+		} else if (streq_ptr(k, KEY_CACHE_SIZE)) {
+			uint64_t u;
+
+			if (safe_atou64(v, &u) < 0 || u == 0 || u > VOLUME_CACHE_SIZE_MAX)
+				return fail(ret_error,
+					    "parameter \"%s\": \"%s\" is not a number of nodes between 1 and %u", k,
+					    v, VOLUME_CACHE_SIZE_MAX);
+			p->cache_size = (unsigned)u;
+			has_cache_size = true;
 		} else if (streq_ptr(k, KEY_SIZE)) {
 			r = parse_quantity(v, &p->size);
 			if (r < 0)
@@ -168,14 +187,31 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 	if (p->kata && p->usage != VOLUME_USAGE_APP_DIRECT)
 		return fail(ret_error, "parameter \"%s\": %s volumes cannot be used with usage=FileIO",
 			    KEY_KATA, "Kata Containers");
+	/* As 0.7: cacheSize only means something for a cache volume. */
+	if (has_cache_size && !p->cache)
+		return fail(ret_error, "parameter \"%s\": only valid with %s=cache", KEY_CACHE_SIZE,
+			    KEY_PERSISTENCY);
+	if (p->cache && p->ephemeral)
+		return fail(ret_error, "parameter \"%s\": an inline ephemeral volume cannot be a cache volume",
+			    KEY_PERSISTENCY);
 	return 0;
 }
 
 bool volume_params_equal(const struct volume_params *a, const struct volume_params *b)
 {
 	return a->erase_after == b->erase_after && a->kata == b->kata && a->usage == b->usage &&
-	       a->persistency_none == b->persistency_none;
+	       a->persistency_none == b->persistency_none && a->cache == b->cache &&
+	       (!a->cache || a->cache_size == b->cache_size);
 }
+
+/* The values of cacheSize as static strings: the pairs borrow their values. */
+static const char *const cache_sizes[VOLUME_CACHE_SIZE_MAX + 1] = {
+	"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+	"16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30",
+	"31", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45",
+	"46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
+	"61", "62", "63", "64"
+};
 
 static size_t to_pairs(const struct volume_params *p, const char **keys, const char **values, size_t max,
 		       char *size_buf, size_t size_len)
@@ -196,7 +232,9 @@ static size_t to_pairs(const struct volume_params *p, const char **keys, const c
 	/* 1.1 rejects a state file with the csi.storage.k8s.io/ephemeral key (not
 	 * in its NodeVolumeOrigin list) and deletes an inline volume on unpublish
 	 * when persistencyModel is "ephemeral": so that is how we write it. */
-	ADD(KEY_PERSISTENCY, p->ephemeral ? "ephemeral" : p->persistency_none ? "none" : "normal");
+	ADD(KEY_PERSISTENCY, p->ephemeral ? "ephemeral" : p->cache ? "cache" : p->persistency_none ? "none" : "normal");
+	if (p->cache && p->cache_size < ELEMENTSOF(cache_sizes))
+		ADD(KEY_CACHE_SIZE, cache_sizes[p->cache_size]);
 	ADD(KEY_NAME, p->name);
 	ADD(KEY_DEVICE_MODE, p->device_mode);
 	if (p->has_size && size_buf) {

@@ -30,6 +30,8 @@ struct volume_params {
 	bool kata;             /* kataContainers */
 	enum volume_usage usage;
 	bool persistency_none; /* persistencyModel=none (legacy alias of normal) */
+	bool cache;            /* persistencyModel=cache: a copy on each of cache_size nodes (0.7's cache volumes) */
+	unsigned cache_size;   /* cacheSize, 1 when not given; only with persistencyModel=cache */
 	bool ephemeral;        /* csi.storage.k8s.io/ephemeral=true, or persistencyModel=ephemeral in state */
 	bool has_size;
 	uint64_t size;         /* ephemeral "size" attribute */
@@ -50,7 +52,7 @@ int volume_params_parse(struct volume_params *p, enum params_origin origin, cons
 
 /**
  * volume_params_equal() - whether two parameter sets describe the same volume
- * (for CreateVolume idempotency): erase, kata, usage and persistency.
+ * (for CreateVolume idempotency): erase, kata, usage, persistency and cacheSize.
  */
 bool volume_params_equal(const struct volume_params *a, const struct volume_params *b);
 
@@ -65,6 +67,8 @@ size_t volume_params_to_pairs(const struct volume_params *p, const char **keys, 
 			      size_t max);
 
 #define VOLUME_PARAMS_SIZE_BUF 24
+/* cacheSize above this is refused: a copy per node, and the peers are asked one by one. */
+#define VOLUME_CACHE_SIZE_MAX 64u
 /**
  * volume_params_to_state_pairs() - the same plus "size" when p has one (an
  * inline ephemeral volume's requested size, as 1.1 keeps it): the parameters

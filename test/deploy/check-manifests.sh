@@ -57,6 +57,8 @@ else
 fi
 # The scheduler extender component (deploy/kustomize/components/scheduler), applied to LVM.
 run "kubectl kustomize deploy/kustomize/examples/scheduler" kubectl kustomize deploy/kustomize/examples/scheduler
+# Cache volumes across nodes (deploy/kustomize/components/cache-volumes), applied to LVM.
+run "kubectl kustomize deploy/kustomize/examples/cache-volumes" kubectl kustomize deploy/kustomize/examples/cache-volumes
 
 # 2. YAML and content checks (python3-yaml).
 PY=/usr/bin/python3

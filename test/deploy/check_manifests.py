@@ -390,7 +390,8 @@ def check_examples():
         if sc.get("provisioner") != DRIVER_NAME:
             p.append(f"{name}: provisioner {sc.get('provisioner')}")
         for k in sc.get("parameters", {}):
-            if k not in ("csi.storage.k8s.io/fstype", "eraseafter", "usage", "kataContainers", "persistencyModel"):
+            if k not in ("csi.storage.k8s.io/fstype", "eraseafter", "usage", "kataContainers", "persistencyModel",
+                         "cacheSize"):
                 p.append(f"{name}: unknown parameter {k}")
     bindings = {sc.get("volumeBindingMode") for sc in classes.values()}
     if bindings != {"Immediate", "WaitForFirstConsumer"}:

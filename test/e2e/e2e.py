@@ -18,6 +18,9 @@ Environment:
   E2E_TEST_IMAGE    image of the test pods, with sh, grep, dd (default busybox:1.36)
   E2E_TIMEOUT       seconds to wait for each step (default 600; emulated nodes are slow)
   E2E_KEEP=1        leave the driver installed at the end
+  E2E_ONLY_CACHE=1  run only deploy, the cache volume test and the clean-up check
+  E2E_CACHE=0       skip the cache volume test (it turns on the peer channel of
+                    deploy/kustomize/components/cache-volumes in the running node pods)
   E2E_NODE_IMAGES   a file listing the images the nodes have (default: node/images.list beside
                     KUBECONFIG, which test/e2e/cluster.sh writes): the expansion test is
                     skipped when the resizer image is not among them
@@ -276,6 +279,88 @@ RESIZER = os.path.join(REPO, "deploy", "kustomize", "components", "resizer")
 NODE_DS = "pmem-csi-intel-com-node"
 
 
+# ---- cache volumes (issue 13): the peer channel of deploy/kustomize/components/cache-volumes ----
+# Added to the running DaemonSet like the resizer: the node certificate Secret made here
+# with openssl (as the operator would write it), the component's Role to list the node
+# pods and its arguments, port and mount. On one node, cacheSize 2 gives one copy (as
+# 0.7 did with fewer nodes than cacheSize); the peers still come from the API server.
+
+CACHE = os.path.join(REPO, "deploy", "kustomize", "components", "cache-volumes")
+CACHE_TEST = "cache volume (cacheSize 2, peers from the API): PV on the node, pod writes and reads, delete"
+
+
+def node_secret():
+    import tempfile
+    d = tempfile.mkdtemp(prefix="pmem-csi-e2e-certs.")
+
+    def ossl(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=120)
+    ossl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", d + "/ca.key", "-subj", "/CN=pmem-csi-e2e-ca", "-days", "2", "-out", d + "/ca.crt")
+    with open(d + "/ext", "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"
+                "subjectAltName=DNS:pmem-node-controller\n")
+    ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+         d + "/tls.key", "-subj", "/CN=pmem-node-controller", "-out", d + "/tls.csr")
+    ossl("x509", "-req", "-in", d + "/tls.csr", "-CA", d + "/ca.crt", "-CAkey", d + "/ca.key",
+         "-CAcreateserial", "-days", "2", "-sha256", "-extfile", d + "/ext", "-out", d + "/tls.crt")
+    kubectl("delete", "secret", "pmem-csi-intel-com-node-secrets", "-n", "pmem-csi", check=False)
+    kubectl("create", "secret", "generic", "pmem-csi-intel-com-node-secrets", "-n", "pmem-csi",
+            "--type=kubernetes.io/tls", "--from-file=ca.crt=" + d + "/ca.crt",
+            "--from-file=tls.crt=" + d + "/tls.crt", "--from-file=tls.key=" + d + "/tls.key")
+
+
+def ensure_cache_channel():
+    ds = kget("daemonset", NODE_DS, "-n", "pmem-csi")
+    containers = ds["spec"]["template"]["spec"]["containers"]
+    # the -testing variants put socat first: the component's paths name container 0
+    idx = [c["name"] for c in containers].index("pmem-driver")
+    if any(a.startswith("-peerListen") for a in containers[idx].get("args", [])):
+        return
+    import yaml
+    with open(os.path.join(CACHE, "kustomization.yaml")) as f:
+        comp = yaml.safe_load(f)
+    node_secret()
+    kubectl("apply", "-f", os.path.join(CACHE, "rbac.yaml"))
+    json_patch = yaml.safe_load(comp["patches"][0]["patch"].replace("/containers/0/", "/containers/%d/" % idx))
+    kubectl("patch", "daemonset", NODE_DS, "-n", "pmem-csi", "--type=json", "-p", json.dumps(json_patch))
+    smp = yaml.safe_load(comp["patches"][1]["patch"])
+    kubectl("patch", "daemonset", NODE_DS, "-n", "pmem-csi", "--type=strategic", "-p",
+            json.dumps({"spec": smp["spec"]}))
+    kubectl("rollout", "status", "daemonset/" + NODE_DS, "-n", "pmem-csi", "--timeout=%ds" % TIMEOUT,
+            timeout=TIMEOUT + 30)
+    log("turned on the peer channel (deploy/kustomize/components/cache-volumes) in the node pods")
+
+
+def cache_volume():
+    ensure_cache_channel()
+    apply({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": SC + "-cache"},
+           "provisioner": DRV, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+           "parameters": {"persistencyModel": "cache", "cacheSize": "2"}})
+    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "cache", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": SC + "-cache",
+                    "resources": {"requests": {"storage": "64Mi"}}}})
+    pv = wait(lambda: kget("pvc", "cache", "-n", NS)["spec"].get("volumeName"), "the cache PVC to be bound")
+    terms = kget("pv", pv)["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    nodes = sorted(v for t in terms for e in t.get("matchExpressions", []) if e["key"] == DRV + "/node"
+                   for v in e["values"])
+    if nodes != sorted(p["spec"]["nodeName"] for p in node_pods()):
+        raise AssertionError("PV %s: node affinity %s, not the node(s) with a copy" % (pv, terms))
+    run_pod(test_pod("cache-user", [{"name": "c", "persistentVolumeClaim": {"claimName": "cache"}}],
+                     mounts=[{"name": "c", "mountPath": "/cache"}],
+                     script="echo cached > /cache/f && cat /cache/f && grep ' /cache ' /proc/mounts"),
+            ["cached", "dax"])
+    pod0 = node_pods()[0]["metadata"]["name"]
+    logs = kubectl("logs", "-n", "pmem-csi", pod0, "-c", "pmem-driver", check=False)
+    for want in ("Peers of cache volumes: the pods of /api/v1/namespaces/pmem-csi/pods", "1 of 2 copies"):
+        if want not in logs:
+            raise AssertionError("the driver log does not say %r:\n%s" % (want, logs[-3000:]))
+    kubectl("delete", "pod", "cache-user", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    kubectl("delete", "pvc", "cache", "-n", NS, "--wait=true", timeout=TIMEOUT)
+    wait(lambda: not [p for p in kget("pv")["items"] if p["metadata"]["name"] == pv], "PV %s to be deleted" % pv)
+    kubectl("delete", "storageclass", SC + "-cache", check=False)
+
+
 def expand_applicable():
     """None when the expansion test can run here, else why not."""
     if "direct" in VARIANT:
@@ -393,7 +478,7 @@ def skip(names, why):
 
 
 def main():
-    names = [DEPLOY] + [n for n, _ in TESTS] + [EXPAND_TEST, CLEANUP]
+    names = [DEPLOY] + [n for n, _ in TESTS] + [EXPAND_TEST, CACHE_TEST, CLEANUP]
     if not os.environ.get("KUBECONFIG"):
         skip(names, "KUBECONFIG is not set")
         return
@@ -407,6 +492,9 @@ def main():
         return
     pod0 = state["pods"][0]["metadata"]["name"]
     for name, fn in TESTS:
+        if os.environ.get("E2E_ONLY_CACHE") == "1":
+            skip([name], "E2E_ONLY_CACHE=1")
+            continue
         step(name, fn)
     why = expand_applicable()
     if why:
@@ -414,6 +502,11 @@ def main():
     else:
         step(EXPAND_TEST, lambda: expansion(SC))
         pod0 = node_pods()[0]["metadata"]["name"]  # adding the resizer restarts the node pods
+    if os.environ.get("E2E_CACHE", "1") == "1":
+        step(CACHE_TEST, cache_volume)
+        pod0 = node_pods()[0]["metadata"]["name"]  # so does the peer channel
+    else:
+        skip([CACHE_TEST], "E2E_CACHE=0")
     step(CLEANUP, lambda: cleanup(pod0))
     if os.environ.get("E2E_KEEP") != "1":
         kubectl("delete", "namespace", NS, "--wait=false", check=False)

@@ -213,6 +213,69 @@ TEST(params_defaults_and_values)
 	volume_params_done(&p);
 }
 
+TEST(params_cache)
+{
+	/* 0.7's names: persistencyModel=cache with cacheSize, kept in state and context. */
+	struct volume_params p;
+	struct volume_record r = {}, back = {};
+	char *err = NULL, *json;
+	const char *cache[] = { "persistencyModel", "cache", "cacheSize", "3" };
+	const char *cache_first[] = { "cacheSize", "2", "persistencyModel", "cache" };
+	const char *no_model[] = { "cacheSize", "2" };
+	const char *normal[] = { "persistencyModel", "normal", "cacheSize", "2" };
+	const char *zero[] = { "persistencyModel", "cache", "cacheSize", "0" };
+	const char *big[] = { "persistencyModel", "cache", "cacheSize", "65" };
+	const char *inline_cache[] = { "persistencyModel", "cache" };
+	const char *keys[10], *values[10];
+	size_t n;
+
+	CHECK_INT(parse(PARAMS_ORIGIN_CREATE_VOLUME, cache, 2, &p, &err), 0);
+	CHECK(p.cache);
+	CHECK_INT(p.cache_size, 3);
+	n = volume_params_to_pairs(&p, keys, values, 10);
+	CHECK_INT(n, 5);
+	CHECK_STR(keys[3], "persistencyModel");
+	CHECK_STR(values[3], "cache");
+	CHECK_STR(keys[4], "cacheSize");
+	CHECK_STR(values[4], "3");
+	volume_params_done(&p);
+	CHECK_INT(parse(PARAMS_ORIGIN_CREATE_VOLUME, cache, 1, &p, &err), 0);
+	CHECK(p.cache);
+	CHECK_INT(p.cache_size, 1);
+	volume_params_done(&p);
+	CHECK_INT(parse(PARAMS_ORIGIN_CREATE_VOLUME, cache_first, 2, &p, &err), 0);
+	CHECK_INT(p.cache_size, 2);
+	volume_params_done(&p);
+	CHECK_INT(parse(PARAMS_ORIGIN_PUBLISH_CONTEXT, cache, 2, &p, &err), 0);
+	volume_params_done(&p);
+	for (size_t i = 0; i < 5; i++) {
+		const char **bad[] = { no_model, normal, zero, big, inline_cache };
+		size_t nb[] = { 1, 2, 2, 2, 1 };
+		enum params_origin o = i == 4 ? PARAMS_ORIGIN_EPHEMERAL : PARAMS_ORIGIN_CREATE_VOLUME;
+
+		CHECK_INT(parse(o, bad[i], nb[i], &p, &err), -EINVAL);
+		CHECK(err && (strstr(err, "cacheSize") || strstr(err, "persistencyModel")));
+		free(err);
+		err = NULL;
+		volume_params_done(&p);
+	}
+	/* the state file keeps both, and reads them back */
+	strcpy(r.id, "pvc-7d-718768fbab7c7a93e934fc007c064e07c26347ae914f396e989612ca");
+	r.size = 1 << 30;
+	CHECK_INT(parse(PARAMS_ORIGIN_CREATE_VOLUME, cache, 2, &r.params, &err), 0);
+	json = state_format(&r);
+	CHECK(json && strstr(json, "\"cacheSize\":\"3\"") && strstr(json, "\"persistencyModel\":\"cache\""));
+	CHECK_INT(state_parse(json, strlen(json), &back, &err), 0);
+	CHECK(back.params.cache);
+	CHECK_INT(back.params.cache_size, 3);
+	CHECK(volume_params_equal(&r.params, &back.params));
+	back.params.cache_size = 2;
+	CHECK(!volume_params_equal(&r.params, &back.params));
+	free(json);
+	volume_record_done(&r);
+	volume_record_done(&back);
+}
+
 TEST(params_erase_after_doc_spelling)
 {
 	struct volume_params p;

@@ -21,6 +21,8 @@
 #                          and pmem-vgm beside it. CI is passed in too.
 #   UPSTREAM_BINARY_MODES, UPSTREAM_BINARY_CRASHES  test_upstream_binary.py: the device
 #                          modes (default "lvm direct") and SIGKILLs per mode (default 3)
+#   CACHE_TLS_SCAN=full    test_cache.py scans the peer port with every cipher openssl
+#                          knows (about 135 s more), not the ECDSA ones and a few weak ones
 # Parsed as a whole before it runs (the braces), so that editing this file while
 # it runs (a VM can take an hour) cannot derail the running copy.
 {
@@ -51,7 +53,8 @@ envs=(--env "PMEM_CSI_DRIVER=$DRIVER" --env "RESULTS_DIR=$RESULTS")
 UPSTREAM=${PMEM_CSI_UPSTREAM:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmem-csi-tools/pmem-csi-driver-v0.6.52}
 envs+=(--env "PMEM_CSI_UPSTREAM=$(realpath -m "$UPSTREAM")")  # the test says when it is missing
 [ -n "${CI:-}" ] && envs+=(--env "CI=$CI")
-for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB UPSTREAM_BINARY_MODES UPSTREAM_BINARY_CRASHES; do
+for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB UPSTREAM_BINARY_MODES UPSTREAM_BINARY_CRASHES \
+    CACHE_TLS_SCAN; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 
