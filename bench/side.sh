@@ -16,6 +16,11 @@
 #   SIDE_STARTS         starts of each driver, and `lvs` runs (3)
 #   SIDE_LOG_V          -v of both drivers (0)   SIDE_CALL_TIMEOUT  seconds per call (600)
 #   SIDE_TIMEOUT        guest time limit in seconds (3600)
+#   SIDE_NVDIMM_DIR     NVDIMM backing files (/dev/shm when the host has 12 GiB available, else
+#                       vm-run's directory on disk; "disk" forces that). As in bench/run.sh, the
+#                       files are preallocated: on disk, or touched first by the guest, erase
+#                       times measure the host's page faults and writeback (a 1 GiB erase took
+#                       40 s in one such run), and whichever driver writes a page first pays.
 # Default run: about 15-25 minutes on the loaded 2-core host (TCG). Output: "# " progress,
 # "BENCH {json}" lines, Markdown tables; the host's 1-minute load is sampled every 10 s.
 set -euo pipefail
@@ -69,8 +74,20 @@ echo "host load at the start: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min), QEM
 ( while :; do echo "$(cut -d' ' -f1 /proc/loadavg) $(pgrep -c qemu-system || true)"; sleep 10; done ) >"$samples" &
 sampler=$!
 trap 'kill "$sampler" 2>/dev/null || true; rm -rf "$bindir" "$samples"' EXIT
+nvdir=${SIDE_NVDIMM_DIR:-/dev/shm}
+avail=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo)
+nvdimms=(--nvdimm 4G --nvdimm 4G)
+if [ "$nvdir" != disk ] && [ "$avail" -ge 12 ]; then
+    nvtmp=$(mktemp -d "$nvdir/pmem-csi-side.XXXXXX")
+    nvdimms=(--nvdimm "4G,file=$nvtmp/nvdimm0.img" --nvdimm "4G,file=$nvtmp/nvdimm1.img")
+    echo "NVDIMM backing files: $nvtmp ($(df --output=fstype "$nvtmp" | tail -1)), preallocated, host MemAvailable $avail GiB"
+else
+    echo "NVDIMM backing files: on disk (vm-run's run directory), preallocated, host MemAvailable $avail GiB; erase times include host writeback"
+fi
+trap 'kill "$sampler" 2>/dev/null || true; rm -rf "$bindir" "$samples" ${nvtmp:+"$nvtmp"}' EXIT
+export PMEMVM_NVDIMM_PREALLOC=1
 rc=0
-"$REPO/test/vm/vm-run.sh" --nvdimm 4G --nvdimm 4G --mem 2G --smp 2 --timeout "${SIDE_TIMEOUT:-3600}" "${envs[@]}" -- \
+"$REPO/test/vm/vm-run.sh" "${nvdimms[@]}" --mem 2G --smp 2 --timeout "${SIDE_TIMEOUT:-3600}" "${envs[@]}" -- \
     /usr/bin/python3 "$REPO/bench/side.py" || rc=$?
 awk '{ l += $1; if ($1 > m) m = $1; if ($2 > q) q = $2; n++ }
      END { if (n) printf "during the run: host 1-min load mean %.2f, max %.2f over %d samples; at most %d QEMU processes at once (this guest counts 1)\n", l / n, m, n, q }' "$samples"
