@@ -11,8 +11,9 @@ start-up with existing volumes, as ratios ours/upstream. Runs INSIDE the QEMU gu
    on them. Both stay up; the one not measured is idle.
 2. SIDE_ROUNDS rounds; in each, driver by driver (ours first in odd rounds, upstream first
    in even ones), a lifecycle of a SIDE_SIZE_MIB ext4 volume with eraseafter=false, one
-   with eraseafter=true (create, stage, publish, unpublish, unstage, delete; the volume
-   context of CreateVolume goes to stage and publish, as kubelet passes it), then
+   with eraseafter=true (create, stage, publish, unpublish, unstage, delete; stage and
+   publish get the volume context of CreateVolume plus external-provisioner's
+   csiProvisionerIdentity key, as kubelet passes them), then
    SIDE_QUERIES GetCapacity and as many ListVolumes calls. Each driver deletes its volume
    before the other creates one, so both allocate the same free extents of the same VG:
    equal state, and which driver runs on a warmer page cache alternates by round.
@@ -177,7 +178,11 @@ def lifecycle(d, name, erase, cap):
     r = step("CreateVolume", "CreateVolume", pb.CreateVolumeRequest(
         name=name, capacity_range=pb.CapacityRange(required_bytes=SIZE), volume_capabilities=[cap],
         parameters={"eraseafter": "true" if erase else "false"}))
+    # kubelet passes the PV's volumeAttributes: the volume context of CreateVolume plus the
+    # key external-provisioner always adds. v0.6.52 mounts with dax only when the context
+    # is not empty, and its CreateVolume (node mode) returns an empty one.
     vid, ctx = r.volume.volume_id, dict(r.volume.volume_context)
+    ctx["storage.kubernetes.io/csiProvisionerIdentity"] = "1700000000000-8081-pmem-csi.intel.com"
     base = os.path.join(WORK, "mnt", name)
     st, tg = os.path.join(base, "staging"), os.path.join(base, "target")
     os.makedirs(st, exist_ok=True)
