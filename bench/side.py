@@ -27,7 +27,8 @@ Output: "# " progress lines, one "BENCH {json}" line per measurement, Markdown t
 
 Environment (defaults): PMEM_CSI_DRIVER, PMEM_CSI_UPSTREAM (required), SIDE_ROUNDS (5),
 SIDE_SIZE_MIB (1024), SIDE_QUERIES (3), SIDE_KEEP (10), SIDE_STARTS (3), SIDE_LOG_V (0:
-both drivers' -v), SIDE_CALL_TIMEOUT (600 s per call).
+both drivers' -v; ours logs each tool run with its duration at 6), SIDE_SHOW_LOG (0: lines
+of each driver's log printed at the end), SIDE_CALL_TIMEOUT (600 s per call).
 """
 import json
 import math
@@ -57,6 +58,7 @@ QUERIES = env_int("SIDE_QUERIES", 3)
 KEEP = env_int("SIDE_KEEP", 10)
 STARTS = env_int("SIDE_STARTS", 3)
 LOG_V = env_int("SIDE_LOG_V", 0)
+SHOW_LOG = env_int("SIDE_SHOW_LOG", 0)
 CALL_TIMEOUT = float(os.environ.get("SIDE_CALL_TIMEOUT", "600"))
 WORK = "/tmp/side"
 DRIVERS = ["ours", "upstream"]
@@ -350,6 +352,9 @@ def main():
         for d in procs.values():
             d.stop()
     csitest.wipe_devices()
+    if SHOW_LOG:
+        for d in procs.values():
+            print("\n# the last %d lines of %s's log:\n%s" % (SHOW_LOG, d.label, d.tail(SHOW_LOG)))
     report(steps, mem, starts, lvs_t, dax)
     print("\nbench total: %.0f s in the guest" % (time.monotonic() - t_all))
     return 0
