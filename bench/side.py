@@ -123,18 +123,20 @@ class Proc:
             if self.proc.poll() is not None:
                 raise RuntimeError("%s exited with status %s during start-up; log tail:\n%s"
                                    % (self.label, self.proc.returncode, self.tail()))
-            # connect(2) until the socket accepts: a failed gRPC channel backs off for seconds
-            if not csitest.socket_accepts(self.sock):
-                time.sleep(0.02)
-                continue
+            # connect(2) until the socket accepts: a failed gRPC channel backs off for seconds.
+            # Once a channel is up, Probe alone polls (each connect(2) of this check is a
+            # connection the driver serves too).
             if self.c is None:
+                if not csitest.socket_accepts(self.sock):
+                    time.sleep(0.02)
+                    continue
                 self.c = csitest.Stub(grpc.insecure_channel("unix://" + self.sock))
             try:
                 r = self.c.Probe(pb.ProbeRequest(), timeout=5, wait_for_ready=True)
                 if not r.HasField("ready") or r.ready.value:
                     return time.monotonic() - t0
                 last = "ready=false"
-                time.sleep(0.05)
+                time.sleep(0.1)
             except grpc.RpcError as e:
                 last = "%s: %s" % (csitest.code_name(e.code()), e.details())
                 self.c.close()
