@@ -21,7 +21,7 @@
 #                       files are preallocated: on disk, or touched first by the guest, erase
 #                       times measure the host's page faults and writeback (a 1 GiB erase took
 #                       40 s in one such run), and whichever driver writes a page first pays.
-# Default run: about 15-25 minutes on the loaded 2-core host (TCG). Output: "# " progress,
+# Default run: 4 minutes at host load 3-5, about 15 at load 10-20 (2 cores, TCG). Output: "# " progress,
 # "BENCH {json}" lines, Markdown tables; the host's 1-minute load is sampled every 10 s.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
