@@ -802,3 +802,53 @@ void operator_certs_conditions(const struct operator_certs_status *st, const cha
 	if (st->ready >= 0)
 		condition(b, "CertsReady", st->ready, st->ready_reason, ts);
 }
+
+/* ---- the peer channel of cache volumes ---- */
+
+static int append_arg(struct jv *container, const char *arg)
+{
+	struct jv *args = jv_object_get(container, "args"), *v;
+
+	if (!args) {
+		args = jv_new_array();
+		if (!args || jv_object_set_new(container, "args", args) < 0)
+			return -ENOMEM;
+	}
+	v = jv_new_string(arg);
+	return v ? jv_array_append_new(args, v) : -ENOMEM;
+}
+
+int operator_peer_channel(struct jv *objs, const char *prefix, const char *driver_name)
+{
+	_cleanup_free_ char *node = xasprintf("%s-node", prefix), *role = xasprintf("%s-external-provisioner-cfg", prefix),
+			    *sel = xasprintf("-peerSelector=app.kubernetes.io/name=pmem-csi-node,app.kubernetes.io/instance=%s",
+					     driver_name);
+	struct jv *o, *cs;
+	int r;
+
+	if (!node || !role || !sel)
+		return -ENOMEM;
+	o = find_object(objs, "DaemonSet", node);
+	if (!o)
+		return 0;
+	cs = jv_object_get(jv_object_get(jv_object_get(jv_object_get(o, "spec"), "template"), "spec"), "containers");
+	for (size_t i = 0; i < jv_array_size(cs); i++) {
+		struct jv *c = jv_array_get(cs, i);
+		if (!streq_ptr(jv_string(jv_object_get(c, "name")), "pmem-driver"))
+			continue;
+		/* The peers are this CR's node pods only: another CR's have another CA. */
+		if ((r = append_arg(c, "-peerListen=:" OPERATOR_PEER_PORT)) < 0 ||
+		    (r = append_arg(c, "-caFile=/certs/ca.crt")) < 0 || (r = append_arg(c, "-certFile=/certs/tls.crt")) < 0 ||
+		    (r = append_arg(c, "-keyFile=/certs/tls.key")) < 0 || (r = append_arg(c, sel)) < 0 ||
+		    (r = append_parsed(c, "ports",
+				       "{\"name\":\"peer\",\"containerPort\":" OPERATOR_PEER_PORT ",\"protocol\":\"TCP\"}")) < 0)
+			return r;
+		break;
+	}
+	/* The node pods run as the controller's service account (1.x's names):
+	 * its Role in the driver's namespace may now also list pods. */
+	o = find_object(objs, "Role", role);
+	if (o && (r = append_parsed(o, "rules", "{\"apiGroups\":[\"\"],\"resources\":[\"pods\"],\"verbs\":[\"list\"]}")) < 0)
+		return r;
+	return 0;
+}

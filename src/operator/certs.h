@@ -107,3 +107,19 @@ int operator_certs_mount(struct jv *objs, const char *prefix);
  * st (those that apply) to b, each as a JSON object followed by ','.
  */
 void operator_certs_conditions(const struct operator_certs_status *st, const char *ts, struct strbuf *b);
+
+/* The port of the node drivers' peer channel (cache volumes), as in deploy/kustomize/components/cache-volumes. */
+#define OPERATOR_PEER_PORT "10011"
+
+/**
+ * operator_peer_channel() - turn on the node drivers' peer channel for cache
+ * volumes: -peerListen with the node certificate mounted by
+ * operator_certs_mount(), the peers being this CR's node pods (listed through
+ * the API: the node pods' Role may list pods), and the container port.
+ * @objs: the objects to apply.
+ * @prefix: the object name prefix (from the CR name).
+ * @driver_name: the CR's name (app.kubernetes.io/instance of its pods).
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int operator_peer_channel(struct jv *objs, const char *prefix, const char *driver_name);

@@ -906,6 +906,8 @@ static int reconcile_cr(struct operator *op, const struct jv *cr)
 	r = operator_certs_reconcile(op, cr, &certs, &err);
 	if (r >= 0)
 		r = operator_certs_mount(objs, prefix);
+	if (r >= 0)
+		r = operator_peer_channel(objs, prefix, name);
 	if (r < 0) {
 		reason = xasprintf("%s", err ? err : strerror(-r));
 		goto fail;

@@ -212,10 +212,15 @@ def t_created():
 
 
 CERT_VOLUMES = ("registry-cert", "node-cert")
+PEER_ARGS = ("-peerListen=", "-caFile=", "-certFile=", "-keyFile=", "-peerSelector=")
+PEER_RULE = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
 
 
 def strip_certs(o):
-    """o without the certificate volumes and mounts the operator adds (as 1.x did)."""
+    """o without the certificate volumes and mounts the operator adds (as 1.x did) and
+    without the peer channel of cache volumes that reads the node certificate."""
+    if o.get("kind") == "Role" and o["metadata"]["name"].endswith("-external-provisioner-cfg"):
+        o["rules"] = [r for r in o["rules"] if r != PEER_RULE]
     pod = o.get("spec", {}).get("template", {}).get("spec")
     if not pod:
         return o
@@ -224,6 +229,11 @@ def strip_certs(o):
     for c in pod.get("containers", []):
         if "volumeMounts" in c:
             c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] not in CERT_VOLUMES]
+        # and the peer channel of cache volumes, which reads the node certificate
+        if "args" in c:
+            c["args"] = [a for a in c["args"] if not a.startswith(PEER_ARGS)]
+        if "ports" in c:
+            c["ports"] = [p for p in c["ports"] if p.get("name") != "peer"]
     return o
 
 
@@ -349,6 +359,13 @@ def t_secrets():
             pod["volumes"], pod["volumes"]
         c = [c for c in pod["containers"] if c["name"] == "pmem-driver"][0]
         assert {"name": vol, "mountPath": "/certs", "readOnly": True} in c["volumeMounts"], c["volumeMounts"]
+    # The node drivers read theirs: the peer channel of cache volumes, peers = this CR's node pods.
+    args = ds_args()
+    for a in ("-peerListen=:10011", "-caFile=/certs/ca.crt", "-certFile=/certs/tls.crt", "-keyFile=/certs/tls.key",
+              "-peerSelector=app.kubernetes.io/name=pmem-csi-node,app.kubernetes.io/instance=%s" % CR):
+        assert a in args, args
+    role = get("role", "%s-external-provisioner-cfg" % PREFIX, "-n", NS)
+    assert PEER_RULE in role["rules"], role["rules"]
     # Reused: two more reconciles (resync every 5 s) leave both Secrets as they were.
     n = reconciles()
     wait("two more reconciles", lambda: reconciles() >= n + 2, timeout=30)
@@ -1068,7 +1085,8 @@ def t_takeover_1x():
     wc = want["spec"]["template"]["spec"]["containers"]
     assert sorted(x["name"] for x in c) == sorted(x["name"] for x in wc), c
     drv = [x for x in c if x["name"] == "pmem-driver"][0]
-    assert drv["args"] == [x for x in wc if x["name"] == "pmem-driver"][0]["args"], drv["args"]
+    want_args = [x for x in wc if x["name"] == "pmem-driver"][0]["args"]
+    assert [a for a in drv["args"] if not a.startswith(PEER_ARGS)] == want_args, drv["args"]
     mf = json.loads(kubectl("get", "daemonset", "%s-node" % PREFIX, "-n", NS, "-o", "json",
                             "--show-managed-fields"))["metadata"]["managedFields"]
     managers = {(m["manager"], m["operation"]) for m in mf}

@@ -285,6 +285,34 @@ TEST(mounted_where_1x_mounted_them)
 	jv_unref(objs);
 }
 
+TEST(peer_channel_of_cache_volumes)
+{
+	struct jv *objs = parse(
+		"[{\"kind\":\"DaemonSet\",\"metadata\":{\"name\":\"x-y-node\"},\"spec\":{\"template\":{\"spec\":"
+		"{\"containers\":[{\"name\":\"external-provisioner\",\"args\":[\"-v=3\"]},{\"name\":\"pmem-driver\","
+		"\"args\":[\"-mode=node\"],\"ports\":[{\"name\":\"metrics\",\"containerPort\":10010}]}]}}}},"
+		"{\"kind\":\"Role\",\"metadata\":{\"name\":\"x-y-external-provisioner-cfg\"},\"rules\":"
+		"[{\"apiGroups\":[\"\"],\"resources\":[\"pods\"],\"verbs\":[\"get\"]}]},"
+		"{\"kind\":\"Role\",\"metadata\":{\"name\":\"x-y-webhooks-cfg\"},\"rules\":[]}]");
+	char *s;
+
+	CHECK_INT(operator_peer_channel(objs, "x-y", "x.y"), 0);
+	s = jv_dump(objs);
+	if (getenv("DEBUG"))
+		fprintf(stderr, "%s\n", s);
+	CHECK(s && strstr(s, "\"args\":[\"-mode=node\",\"-peerListen=:10011\",\"-caFile=/certs/ca.crt\","
+			      "\"-certFile=/certs/tls.crt\",\"-keyFile=/certs/tls.key\","
+			      "\"-peerSelector=app.kubernetes.io/name=pmem-csi-node,app.kubernetes.io/instance=x.y\"]"));
+	CHECK(s && strstr(s, "{\"containerPort\":10010,\"name\":\"metrics\"},{\"containerPort\":10011,\"name\":\"peer\",\"protocol\":\"TCP\"}"));
+	CHECK(s && strstr(s, "{\"args\":[\"-v=3\"],\"name\":\"external-provisioner\"}"));
+	/* Only the node pods' Role may list pods. */
+	CHECK(s && strstr(s, "{\"apiGroups\":[\"\"],\"resources\":[\"pods\"],\"verbs\":[\"get\"]},"
+			      "{\"apiGroups\":[\"\"],\"resources\":[\"pods\"],\"verbs\":[\"list\"]}"));
+	CHECK(s && strstr(s, "\"x-y-webhooks-cfg\"},\"rules\":[]"));
+	free(s);
+	jv_unref(objs);
+}
+
 TEST(conditions_as_1x_words_them)
 {
 	struct operator_certs_status st = { .verified = 1, .ready = 1 };
