@@ -81,6 +81,12 @@ struct webserver {
 	/* HTTPS: the files and what was read from them (cert_lock) */
 	char *cert_file, *key_file;
 	struct cert_gen *cert;
+	/* The CA that client certificates must chain to, re-read when the file
+	 * changes (ca_lock): the operator renews the CA with the certificates. */
+	pthread_mutex_t ca_lock;
+	char *ca_file;
+	struct stat ca_st;
+	gnutls_x509_trust_list_t ca;
 };
 
 /* Per request: the body read so far. */
@@ -139,7 +145,77 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
  * asks for one (GNUTLS_CERT_REQUEST) but completes the handshake without:
  * the check is here, on the session, before any request is served.
  */
-static int verify_client(struct MHD_Connection *c, const char *name, char *why, size_t why_len)
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Read the CA file into a new trust list when it changed (ca_lock held). A file
+ * that cannot be read or holds no certificate keeps the list read before. */
+static void ca_refresh(struct webserver *s)
+{
+	_cleanup_free_ char *pem = NULL;
+	gnutls_x509_trust_list_t tl;
+	gnutls_datum_t d;
+	struct stat st;
+	int r;
+
+	if (stat(s->ca_file, &st) < 0 || (s->ca && same_file(&st, &s->ca_st)))
+		return;
+	r = read_file_limited(s->ca_file, WEBSERVER_PEM_MAX, &pem, NULL);
+	if (r < 0) {
+		log_warning_errno(r, "Cannot read the CA %s, keeping the one read before: %m", s->ca_file);
+		return;
+	}
+	if (gnutls_x509_trust_list_init(&tl, 0) < 0)
+		return;
+	d.data = (unsigned char *)pem;
+	d.size = (unsigned)strlen(pem);
+	r = gnutls_x509_trust_list_add_trust_mem(tl, &d, NULL, GNUTLS_X509_FMT_PEM, 0, 0);
+	if (r <= 0) {
+		log_warning("The CA %s holds no certificate (%s), keeping the one read before", s->ca_file,
+			    r < 0 ? gnutls_strerror(r) : "none found");
+		gnutls_x509_trust_list_deinit(tl, 1);
+		return;
+	}
+	if (s->ca)
+		log_info("The CA %s changed: client certificates are checked against the new one", s->ca_file);
+	gnutls_x509_trust_list_deinit(s->ca, 1);
+	s->ca = tl;
+	s->ca_st = st;
+}
+
+/* The client's chain (DER, leaf first) against the CA file as it is now. */
+static int verify_chain(struct webserver *s, const gnutls_datum_t *peers, unsigned n, unsigned *status)
+{
+	gnutls_x509_crt_t crts[WEBSERVER_CHAIN_MAX];
+	unsigned k = 0;
+	int r = 0;
+
+	if (n > WEBSERVER_CHAIN_MAX)
+		n = WEBSERVER_CHAIN_MAX;
+	for (; k < n; k++) {
+		if ((r = gnutls_x509_crt_init(&crts[k])) < 0)
+			break;
+		if ((r = gnutls_x509_crt_import(crts[k], &peers[k], GNUTLS_X509_FMT_DER)) < 0) {
+			gnutls_x509_crt_deinit(crts[k]);
+			break;
+		}
+	}
+	if (r >= 0) {
+		pthread_mutex_lock(&s->ca_lock);
+		ca_refresh(s);
+		/* Validity times are checked too (GnuTLS's default). */
+		r = s->ca ? gnutls_x509_trust_list_verify_crt(s->ca, crts, k, 0, status, NULL) : GNUTLS_E_NO_CERTIFICATE_FOUND;
+		pthread_mutex_unlock(&s->ca_lock);
+	}
+	while (k > 0)
+		gnutls_x509_crt_deinit(crts[--k]);
+	return r;
+}
+
+static int verify_client(struct webserver *s, struct MHD_Connection *c, const char *name, char *why, size_t why_len)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	const gnutls_datum_t *peers;
@@ -159,9 +235,9 @@ static int verify_client(struct MHD_Connection *c, const char *name, char *why, 
 		snprintf(why, why_len, "no client certificate");
 		return -EPERM;
 	}
-	r = gnutls_certificate_verify_peers2(session, &status);
+	r = verify_chain(s, peers, n, &status);
 	if (r < 0) {
-		snprintf(why, why_len, "client certificate not verified: %s", gnutls_strerror(r));
+		snprintf(why, why_len, "client certificate not verified: %s", r == -ENOMEM ? "out of memory" : gnutls_strerror(r));
 		return -EPERM;
 	}
 	if (status != 0) {
@@ -228,7 +304,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		uint64_t n;
 
-		if (s->verify_clients && verify_client(c, s->client_name, why, sizeof(why)) < 0) {
+		if (s->verify_clients && verify_client(s, c, s->client_name, why, sizeof(why)) < 0) {
 			log_v(3, "HTTPS server: %s %.128s refused: %s", method, url, why);
 			return reply_text(c, MHD_HTTP_FORBIDDEN,
 					  s->client_name ? "forbidden: a client certificate for this role, signed by the CA of -caFile, is required\n"
@@ -378,6 +454,10 @@ static void webserver_free(struct webserver *s)
 	pthread_mutex_unlock(&cert_lock);
 	reaper_free(s->reaper);
 	cert_gen_free(s->cert);
+	if (s->ca)
+		gnutls_x509_trust_list_deinit(s->ca, 1);
+	pthread_mutex_destroy(&s->ca_lock);
+	free(s->ca_file);
 	free(s->cert_file);
 	free(s->key_file);
 	free(s->client_name);
@@ -396,12 +476,6 @@ static void cert_gen_free(struct cert_gen *g)
 		free(g);
 		g = older;
 	}
-}
-
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
 /* Read certificate chain and key; -EINVAL when they cannot be parsed or do not belong together. */
@@ -542,6 +616,7 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	pthread_mutex_init(&s->ca_lock, NULL);
 	if (tls) {
 		s->cert_file = strdup(cfg->cert_file);
 		s->key_file = strdup(cfg->key_file);
@@ -558,6 +633,18 @@ int webserver_start(const struct webserver_config *cfg, struct webserver **ret)
 		}
 	}
 	s->verify_clients = tls && ca;
+	if (s->verify_clients) {
+		s->ca_file = strdup(cfg->ca_file);
+		if (!s->ca_file) {
+			webserver_free(s);
+			return -ENOMEM;
+		}
+		ca_refresh(s);
+		if (!s->ca) {
+			webserver_free(s);
+			return log_error_errno(-EINVAL, "The CA file %s holds no usable certificate", cfg->ca_file);
+		}
+	}
 	if (s->verify_clients && cfg->client_name && !(s->client_name = strdup(cfg->client_name))) {
 		webserver_free(s);
 		return -ENOMEM;

@@ -20,7 +20,9 @@
  * (AES-GCM, ChaCha20-Poly1305), server's preference. The certificate and key
  * files are checked at every handshake and re-read when they changed (a
  * renewed Secret needs no restart; a pair that does not match is not used).
- * The CA file is read once. With a CA file, every
+ * The CA file is re-read too when it changed (the operator renews the CA with
+ * the certificates; a file without a certificate keeps the CA read before).
+ * With a CA file, every
  * request must come with a client certificate that this CA signed (checked
  * through the GnuTLS session before the handler runs): without one the
  * answer is 403 and the connection is closed. With client_name as well, the

@@ -292,7 +292,10 @@ def controller_kubeconfig():
 setup_cluster()
 # Both with the least privilege of deploy/: every read of the extender and the webhook goes through it.
 CONTROLLER_KCFG = controller_kubeconfig()
-DRIVER_MTLS = Driver(CA[0], CONTROLLER_KCFG)   # the extender as kube-scheduler reaches it: client certificates required
+# -caFile of its own, so that t_tls_ca_rotation can replace it
+MTLS_CA = CA[0] + ".mtls"
+shutil.copy(CA[0], MTLS_CA)
+DRIVER_MTLS = Driver(MTLS_CA, CONTROLLER_KCFG)   # the extender as kube-scheduler reaches it: client certificates required
 DRIVER_TLS = Driver("", CONTROLLER_KCFG)       # the webhook as the API server reaches it: no client certificate
 
 
@@ -618,6 +621,35 @@ def t_tls_rotation():
     assert served_serial(port) == want, "still %s, not %s" % (served_serial(port), want)
     assert "changed, serving the new one" in DRIVER_TLS.text()
     code, body, err = curl(port)
+    assert code == "200" and body == "ok", (code, body, err)
+
+
+def replace_file(src, dst):
+    shutil.copy(src, dst + ".tmp")
+    os.rename(dst + ".tmp", dst)
+
+
+@test
+def t_tls_ca_rotation():
+    """a renewed CA (the operator renews the CA with the certificates) is used for client
+    certificates without a restart; a CA file that holds no certificate keeps the old one"""
+    port = DRIVER_MTLS.tls
+    try:
+        replace_file(OTHER_CA[0], MTLS_CA)
+        code, body, err = curl(port, cert=CLIENT)
+        assert code == "403" and "client certificate" in body, (code, body, err)
+        code, body, err = curl(port, cert=WRONG_CLIENT)
+        assert code == "200" and body == "ok", (code, body, err)
+        assert "changed: client certificates are checked against the new one" in DRIVER_MTLS.text()
+        with open(MTLS_CA + ".tmp", "w") as f:
+            f.write("not a certificate\n")
+        os.rename(MTLS_CA + ".tmp", MTLS_CA)
+        code, body, err = curl(port, cert=WRONG_CLIENT)
+        assert code == "200" and body == "ok", (code, body, err)
+        assert "keeping the one read before" in DRIVER_MTLS.text()
+    finally:
+        replace_file(CA[0], MTLS_CA)
+    code, body, err = curl(port, cert=CLIENT)
     assert code == "200" and body == "ok", (code, body, err)
 
 
