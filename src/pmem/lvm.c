@@ -697,18 +697,54 @@ static const struct pmem_manager_ops lvm_ops = {
 static const char *const start_report[] = { "pvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
 					    "pv_name,vg_name,vg_size,vg_free,lv_name,lv_size,lv_attr", NULL };
 
+/* The start-up report, run while libndctl walks the regions (each costs about
+ * as much as the other: together they took one `ndctl list` plus one `lvs`). */
+struct start_job {
+	pthread_t thread;
+	bool started;
+	struct lvm_report_row *rows;
+	size_t n;
+	int r;
+};
+
+static void *start_job_run(void *p)
+{
+	struct start_job *j = p;
+
+	j->r = lvm_report(start_report, "pv", &j->rows, &j->n);
+	return NULL;
+}
+
+/* The report's rows: from the thread when it ran, else from a run now. */
+static int start_job_finish(struct start_job *j, struct lvm_report_row **ret, size_t *ret_n)
+{
+	if (!j->started)
+		return lvm_report(start_report, "pv", ret, ret_n);
+	pthread_join(j->thread, NULL);
+	j->started = false;
+	*ret = TAKE_PTR(j->rows);
+	*ret_n = j->n;
+	return j->r;
+}
+
 int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, void **ret_priv)
 {
 	struct ndctl_region_info *regions = NULL;
 	struct lvm_report_row *pvs = NULL;
 	size_t n_regions = 0, n_pvs = 0;
+	struct start_job job = {};
 	struct lvm *m = NULL;
 	bool changed = false;
 	int r;
 
+	/* New namespaces made below are no PVs yet, so the report stays right for
+	 * them: setup_vg() adds them, and then the report is read again. */
+	job.started = pthread_create(&job.thread, NULL, start_job_run, &job) == 0;
 	r = pmem_ndctl_regions(&regions, &n_regions);
-	if (r < 0)
-		return log_error_errno(r, "Failed to list PMEM regions: %m");
+	if (r < 0) {
+		log_error_errno(r, "Failed to list PMEM regions: %m");
+		goto out;
+	}
 	for (size_t i = 0; i < n_regions; i++) {
 		if (!regions[i].enabled)
 			continue;
@@ -728,7 +764,7 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 	/* Each LVM command costs 0.3-2 s in a VM: one report tells which
 	 * namespaces are in a VG, which VGs exist (ours always have PVs), their
 	 * sizes, and their LVs. It is read again only if setup_vg() changed a VG. */
-	r = lvm_report(start_report, "pv", &pvs, &n_pvs);
+	r = start_job_finish(&job, &pvs, &n_pvs);
 	if (r < 0)
 		goto out;
 	changed = false;
@@ -782,6 +818,10 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 	*ret_priv = TAKE_PTR(m);
 	r = 0;
 out:
+	if (job.started) {
+		pthread_join(job.thread, NULL);
+		lvm_report_rows_free(job.rows, job.n);
+	}
 	lvm_free(m);
 	pmem_ndctl_regions_free(regions, n_regions);
 	lvm_report_rows_free(pvs, n_pvs);
