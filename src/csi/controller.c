@@ -452,6 +452,13 @@ static int create_volume(struct csi_call *c, void *ud, const ProtobufCMessage *m
 				"accessibility_requirements do not include this node (%s=%s)",
 				csi_driver_topology_key(d), csi_driver_cfg(d)->node_id);
 	}
+	/* The peer channel makes cache copies and nothing else: a peer's
+	 * certificate is no licence for other volumes of this node. */
+	if (copy && (!params.cache || req->volume_content_source))
+		return csi_fail(c, CSI_CODE_PERMISSION_DENIED,
+				"peer CreateVolume of %s: only copies of cache volumes (persistencyModel=cache, no "
+				"volume_content_source) are made for peers",
+				req->name);
 	if (params.cache && !copy) {
 		if (req->volume_content_source)
 			return csi_fail(c, CSI_CODE_INVALID_ARGUMENT,
@@ -563,7 +570,19 @@ static int delete_volume(struct csi_call *c, void *ud, const ProtobufCMessage *m
 		*ret = &resp->base;
 		return 0;
 	}
-	if (!copy && cache_hooks) {
+	if (copy) {
+		/* A peer deletes copies of cache volumes only; an ID without a
+		 * record here is a copy that is gone (below: nothing to do). */
+		struct volume_record rec = {};
+		bool known = csi_volume_lookup(d, req->volume_id, &rec) >= 0, cache = known && rec.params.cache;
+
+		volume_record_done(&rec);
+		snprintf(c->volume, sizeof(c->volume), "%s", req->volume_id);
+		if (known && !cache)
+			return csi_fail(c, CSI_CODE_PERMISSION_DENIED,
+					"peer DeleteVolume of %s: not a cache volume; peers delete copies of cache volumes only",
+					req->volume_id);
+	} else if (cache_hooks) {
 		/* The peers' copies first: while this node's record stands, a
 		 * retry still knows that the volume has copies elsewhere. */
 		struct volume_record rec = {};

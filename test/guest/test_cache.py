@@ -9,6 +9,7 @@ issues it), one for another role of the same CA ("pmem-registry"), one from anot
 """
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -384,4 +385,26 @@ class CacheVolumes(DriverTestCase):
         self.assertEqual(topology_nodes(vol), ["node-a", "node-b"])
         self.expect(None, self.a.client.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vid), "DeleteVolume")
         self.assert_copies(vid, False, False)
+        type(self).tracked.pop(vid, None)
+
+    def test_11_peers_touch_cache_copies_only(self):
+        """a peer (a valid node certificate) cannot delete a normal volume of this node, nor make
+        one that is not a cache copy: the channel is no licence for other volumes"""
+        vid = volume_id("plain-one")
+        self._track(vid)
+        self.expect(None, self.a.client.CreateVolume, create_req("plain-one", {}), "CreateVolume (normal)")
+        body = ('{"request":"%s"}' % pb.DeleteVolumeRequest(volume_id=vid).SerializeToString().hex()).encode()
+        status, text = peer_post(PORT_A, cert=self.certs.node, body=body)
+        self.assertEqual(status, 200, text)
+        self.assertEqual(json.loads(text)["code"], 7, text)  # PERMISSION_DENIED
+        self.assertIn("not a cache volume", text)
+        self.assertIn(vid, lvs(), "a peer's DeleteVolume removed a normal volume")
+        self.assertTrue(os.path.exists(os.path.join(self.a.state_dir, vid + ".json")))
+        body = ('{"request":"%s"}' % create_req("plain-two", {}).SerializeToString().hex()).encode()
+        status, text = peer_post(PORT_A, cert=self.certs.node, body=body, path="/pmem-csi/v1/CreateVolume")
+        self.assertEqual(status, 200, text)
+        self.assertEqual(json.loads(text)["code"], 7, text)
+        self.assertIn("only copies of cache volumes", text)
+        self.assertNotIn(volume_id("plain-two"), lvs())
+        self.expect(None, self.a.client.DeleteVolume, pb.DeleteVolumeRequest(volume_id=vid), "DeleteVolume")
         type(self).tracked.pop(vid, None)
