@@ -24,7 +24,8 @@ class Parameters(DriverTestCase):
     def test_bad_values(self):
         bad = []
         for key, value in [("eraseafter", "maybe"), ("kataContainers", "maybe"),
-                           ("usage", "Bogus"), ("persistencyModel", "cache")]:
+                           ("usage", "Bogus"), ("persistencyModel", "cached"),
+                           ("cacheSize", "2")]:
             name = "param-bad-%s" % key.lower()
             code, details, _ = self.create_code(name, {key: value})
             if code != C.INVALID_ARGUMENT:
