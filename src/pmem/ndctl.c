@@ -21,7 +21,16 @@
 #define ND_DEVICE_NAMESPACE_IO 4
 #endif
 
-static pthread_mutex_t ndctl_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * Walks of every region (pmem_ndctl_regions(), name_exists(), a cleanup of all
+ * regions) hold it exclusively; changes of one region (create, destroy, a
+ * cleanup of that region; callers serialize per region) share it. libndctl
+ * parses sysfs as it walks: a namespace or pfn device that another thread
+ * tears down in the middle of the walk crashed it (SIGSEGV in
+ * ndctl_pfn_get_size() under the direct-mode stress test, 2026-11-29).
+ * Writer-preferring, so that a stream of creates cannot starve a walk.
+ */
+static pthread_rwlock_t ndctl_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 static void copy(char *dst, size_t len, const char *src)
 {
@@ -106,10 +115,10 @@ int pmem_ndctl_regions(struct ndctl_region_info **ret, size_t *ret_n)
 	size_t n = 0, cap = 0;
 	int r;
 
-	pthread_mutex_lock(&ndctl_lock);
+	pthread_rwlock_wrlock(&ndctl_lock);
 	r = ndctl_new(&ctx);
 	if (r < 0) {
-		pthread_mutex_unlock(&ndctl_lock);
+		pthread_rwlock_unlock(&ndctl_lock);
 		return log_debug_errno(r, "ndctl_new() failed: %m");
 	}
 	ndctl_bus_foreach(ctx, bus) {
@@ -136,7 +145,7 @@ int pmem_ndctl_regions(struct ndctl_region_info **ret, size_t *ret_n)
 	r = 0;
 out:
 	ndctl_unref(ctx);
-	pthread_mutex_unlock(&ndctl_lock);
+	pthread_rwlock_unlock(&ndctl_lock);
 	if (r < 0) {
 		pmem_ndctl_regions_free(regions, n);
 		return r;
@@ -199,10 +208,25 @@ static void random_uuid(uuid_t uu)
 /*
  * Namespace operations in different regions run in parallel: each call has its
  * own libndctl context (no shared state), and the kernel serializes per
- * region. Callers serialize per region.
+ * region. Callers serialize per region; walks of all regions wait for them
+ * (ndctl_lock).
  */
+static int create_namespace(const char *bus, const char *region_name, uint64_t raw_size, const char *name,
+			    enum ndctl_ns_mode mode, struct ndctl_namespace_info *ret);
+
 int pmem_ndctl_create_namespace(const char *bus, const char *region_name, uint64_t raw_size, const char *name,
 				enum ndctl_ns_mode mode, struct ndctl_namespace_info *ret)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&ndctl_lock);
+	r = create_namespace(bus, region_name, raw_size, name, mode, ret);
+	pthread_rwlock_unlock(&ndctl_lock);
+	return r;
+}
+
+static int create_namespace(const char *bus, const char *region_name, uint64_t raw_size, const char *name,
+			    enum ndctl_ns_mode mode, struct ndctl_namespace_info *ret)
 {
 	struct ndctl_ctx *ctx = NULL;
 	struct ndctl_region *region;
@@ -275,7 +299,19 @@ out:
 	return r;
 }
 
+static int destroy_namespace(const char *bus, const char *region_name, const char *dev);
+
 int pmem_ndctl_destroy_namespace(const char *bus, const char *region_name, const char *dev)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&ndctl_lock);
+	r = destroy_namespace(bus, region_name, dev);
+	pthread_rwlock_unlock(&ndctl_lock);
+	return r;
+}
+
+static int destroy_namespace(const char *bus, const char *region_name, const char *dev)
 {
 	struct ndctl_ctx *ctx = NULL;
 	struct ndctl_region *region;
@@ -317,7 +353,7 @@ int pmem_ndctl_cleanup_incomplete(bool (*is_ours)(const char *name))
 	return pmem_ndctl_cleanup_region(NULL, NULL, is_ours, false);
 }
 
-static const char *cleanup_only; /* the one name cleanup_named() accepts; ndctl_lock held */
+static const char *cleanup_only; /* the one name cleanup_named() accepts; ndctl_lock held exclusively */
 
 static bool is_cleanup_only(const char *name)
 {
@@ -328,11 +364,11 @@ int pmem_ndctl_cleanup_named(const char *name)
 {
 	int r;
 
-	pthread_mutex_lock(&ndctl_lock);
+	pthread_rwlock_wrlock(&ndctl_lock);
 	cleanup_only = name;
 	r = cleanup(NULL, NULL, is_cleanup_only, false);
 	cleanup_only = NULL;
-	pthread_mutex_unlock(&ndctl_lock);
+	pthread_rwlock_unlock(&ndctl_lock);
 	return r;
 }
 
@@ -365,10 +401,10 @@ int pmem_ndctl_name_exists(const char *name)
 	struct ndctl_namespace *ndns;
 	int r, found = 0;
 
-	pthread_mutex_lock(&ndctl_lock);
+	pthread_rwlock_wrlock(&ndctl_lock);
 	r = ndctl_new(&ctx);
 	if (r < 0) {
-		pthread_mutex_unlock(&ndctl_lock);
+		pthread_rwlock_unlock(&ndctl_lock);
 		return r;
 	}
 	ndctl_bus_foreach(ctx, bus)
@@ -379,14 +415,22 @@ int pmem_ndctl_name_exists(const char *name)
 					found = 1;
 			}
 	ndctl_unref(ctx);
-	pthread_mutex_unlock(&ndctl_lock);
+	pthread_rwlock_unlock(&ndctl_lock);
 	return found;
 }
 
 int pmem_ndctl_cleanup_region(const char *bus_name, const char *region_name, bool (*is_ours)(const char *name),
 			      bool any_claim)
 {
-	return cleanup(bus_name, region_name, is_ours, any_claim);
+	int r;
+
+	if (region_name)
+		pthread_rwlock_rdlock(&ndctl_lock);
+	else
+		pthread_rwlock_wrlock(&ndctl_lock);
+	r = cleanup(bus_name, region_name, is_ours, any_claim);
+	pthread_rwlock_unlock(&ndctl_lock);
+	return r;
 }
 
 static int cleanup(const char *bus_name, const char *region_name, bool (*is_ours)(const char *name),
