@@ -57,6 +57,16 @@ bool node_ephemeral_id(struct csi_driver *d, const char *name, char ret[VOLUME_I
 	}
 	if (ephemeral)
 		return true;
+	/* A volume addressed by its own ID (every persistent volume, on every
+	 * NodeGetVolumeStats and unpublish) is not looked for by name below. */
+	{
+		struct volume_record own = {};
+
+		if (csi_volume_lookup(d, name, &own) >= 0) {
+			volume_record_done(&own);
+			return false;
+		}
+	}
 	/* intel/pmem-csi 0.6 named the inline volume by the SHA-1 of kubelet's
 	 * volume ID, so after an upgrade its record is found by the name in it. */
 	return csi_volume_foreach(d, find_ephemeral_by_name, &f) == -EEXIST;
