@@ -28,7 +28,8 @@ Output: "# " progress lines, one "BENCH {json}" line per measurement, Markdown t
 Environment (defaults): PMEM_CSI_DRIVER, PMEM_CSI_UPSTREAM (required), SIDE_ROUNDS (5),
 SIDE_SIZE_MIB (1024), SIDE_QUERIES (3), SIDE_KEEP (10), SIDE_STARTS (3), SIDE_LOG_V (0:
 both drivers' -v; ours logs each tool run with its duration at 6), SIDE_SHOW_LOG (0: lines
-of each driver's log printed at the end), SIDE_CALL_TIMEOUT (600 s per call).
+of each driver's log printed at the end), SIDE_CALL_TIMEOUT (600 s per call),
+SIDE_PROBE_INTERVAL (0.02 s between Probes while a driver answers "not ready").
 """
 import json
 import math
@@ -60,6 +61,7 @@ STARTS = env_int("SIDE_STARTS", 3)
 LOG_V = env_int("SIDE_LOG_V", 0)
 SHOW_LOG = env_int("SIDE_SHOW_LOG", 0)
 CALL_TIMEOUT = float(os.environ.get("SIDE_CALL_TIMEOUT", "600"))
+PROBE_INTERVAL = float(os.environ.get("SIDE_PROBE_INTERVAL", "0.02"))
 WORK = "/tmp/side"
 DRIVERS = ["ours", "upstream"]
 STEPS = ["CreateVolume", "NodeStageVolume", "NodePublishVolume", "NodeUnpublishVolume",
@@ -136,7 +138,7 @@ class Proc:
                 if not r.HasField("ready") or r.ready.value:
                     return time.monotonic() - t0
                 last = "ready=false"
-                time.sleep(0.1)
+                time.sleep(PROBE_INTERVAL)
             except grpc.RpcError as e:
                 last = "%s: %s" % (csitest.code_name(e.code()), e.details())
                 self.c.close()

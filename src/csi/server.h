@@ -91,6 +91,10 @@ struct csi_server_config {
 	void *observer_userdata;
 	size_t max_request_bytes; /* larger requests get RESOURCE_EXHAUSTED */
 	unsigned workers;         /* threads for slow methods */
+	/* Nice value for the thread that runs the fast methods (0: unchanged).
+	 * Workers, and the tools they run, keep the process's own. Raising it
+	 * needs CAP_SYS_NICE; without, the loop runs as it is. */
+	int loop_nice;
 };
 
 struct csi_server;

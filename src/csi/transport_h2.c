@@ -215,6 +215,7 @@ struct csi_server {
 	pthread_t *workers;
 	unsigned n_workers, idle_workers, max_workers;
 	bool stopping_workers;
+	int loop_nice, base_nice; /* see csi_server_config.loop_nice */
 };
 
 /* Tags for epoll: the listener and the eventfd; anything else is a struct conn. */
@@ -639,6 +640,11 @@ static void *worker_thread(void *arg)
 {
 	struct csi_server *s = arg;
 
+	/* A new thread inherits its creator's nice value: the loop's, raised.
+	 * Slow calls and the tools they fork run at the process's own. */
+	(void)pthread_setname_np(pthread_self(), "grpc-worker");
+	if (s->loop_nice != 0)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), s->base_nice);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		struct call *c;
@@ -1584,10 +1590,32 @@ static void begin_stop(struct csi_server *s, struct conn **graveyard)
 	}
 }
 
+/*
+ * The loop answers the fast methods (GetCapacity, Probe, NodeGetInfo, ...)
+ * from memory; under load it competes for the CPU with the tools the slow
+ * calls run (lvcreate, mkfs: hundreds of milliseconds of CPU each). A higher
+ * priority lets it preempt them when a request arrives; it never runs long.
+ */
+static void loop_priority(struct csi_server *s)
+{
+	int target;
+
+	if (s->loop_nice == 0)
+		return;
+	target = s->base_nice + s->loop_nice;
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), target) < 0)
+		log_v(2, "Cannot set the gRPC loop's nice value to %d (%m): it runs at %d", target, s->base_nice);
+	else
+		log_v(4, "gRPC loop: nice value %d (workers: %d)", target, s->base_nice);
+}
+
 static void *loop_thread(void *arg)
 {
 	struct csi_server *s = arg;
 	struct epoll_event evs[64];
+
+	(void)pthread_setname_np(pthread_self(), "grpc-loop");
+	loop_priority(s);
 
 	for (;;) {
 		struct conn *graveyard = NULL;
@@ -1724,6 +1752,11 @@ int csi_server_start(const struct csi_server_config *config, struct csi_server *
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->work_cond, NULL);
 	s->max_workers = config->workers ? config->workers : 8;
+	s->loop_nice = config->loop_nice;
+	errno = 0;
+	s->base_nice = getpriority(PRIO_PROCESS, 0);
+	if (s->base_nice == -1 && errno != 0)
+		s->base_nice = 0;
 	s->workers = calloc(s->max_workers, sizeof(*s->workers));
 	if (!s->workers) {
 		r = -ENOMEM;

@@ -400,6 +400,7 @@ static int run_node(const struct options *o)
 	scfg.userdata = driver;
 	scfg.max_request_bytes = MAX_REQUEST_BYTES;
 	scfg.workers = 16;
+	scfg.loop_nice = -10;
 	/* Serve Identity at once: Probe says "not ready" until PMEM is set up. */
 	r = csi_server_start(&scfg, &server);
 	if (r < 0)

@@ -123,6 +123,22 @@ then ok "an HTTP/1.1 request: connection closed"
 else fail "an HTTP/1.1 request: connection not closed within 5 s"; fi
 call "Probe after all that" 200 0 "" /csi.v1.Identity/Probe 0000000000 "${G[@]}"
 
+# Priorities: the loop that answers the fast methods runs at nice -10 (root may raise it),
+# the workers of the slow calls (and the tools they fork) at the process's own.
+if [ "$TRANSPORT" = nghttp2 ]; then
+    call "a slow call (DeleteVolume of an unknown volume: OK) starts a worker" 200 0 "" /csi.v1.Controller/DeleteVolume 00000000040a02766f "${G[@]}"
+    nice_of() { for t in /proc/$pid/task/*; do [ "$(cat "$t/comm")" = "$1" ] && awk '{print $19}' "$t/stat"; done | sort -u | tr '\n' ' '; }
+    loop=$(nice_of grpc-loop) workers=$(nice_of grpc-worker) want=-10
+    [ "$(id -u)" = 0 ] || want=0
+    if [ "$loop" = "$want " ] && [ "$workers" = "0 " ]; then
+        ok "thread priorities: grpc-loop nice $loop, grpc-worker nice $workers"
+    else
+        fail "thread priorities: grpc-loop nice '$loop' (want $want), grpc-worker nice '$workers' (want 0)"
+    fi
+else
+    skip "thread priorities (nghttp2 transport only)"
+fi
+
 # SIGTERM while a client holds an idle HTTP/2 connection: exit at once, socket removed.
 /usr/bin/python3 -c '
 import socket, sys, time
