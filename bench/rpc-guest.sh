@@ -24,8 +24,15 @@ ROUNDS=${BENCH_RPC_ROUNDS:-3}
 CLIENTS=${BENCH_RPC_CLIENTS:-"1 8 64"}
 METHODS=${BENCH_RPC_METHODS:-"Probe NodeGetInfo GetCapacity ListVolumes"}
 SLOW=${BENCH_RPC_SLOW:-2}
+# The timed clients: "raw" (rpc-bench --raw: one thread, one blocking HTTP/2 connection,
+# nghttp2) or "grpc-core" (several threads per call: under TCG it costs more than the driver).
+CLIENT=${BENCH_RPC_CLIENT:-raw}
+RAW=(); [ "$CLIENT" = raw ] && RAW=(--raw)
 SIZE=$((4 << 20))
-work=$(mktemp -d /tmp/rpc-bench.XXXXXX)
+# State directories and sockets on the guest's tmpfs, as on a node's local disk: the guest's
+# /tmp is an overlay on the host's root over 9p, where each path lookup can cost a round
+# trip to the host (GetCapacity checks that the state directory is still there).
+work=$(mktemp -d /dev/shm/rpc-bench.XXXXXX)
 export LVM_SUPPRESS_FD_WARNINGS=1
 
 # Fresh QEMU DIMMs have blank label areas (one label-less raw namespace, no space to
@@ -102,13 +109,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for m in $METHODS; do
         for c in $CLIENTS; do
             for l in "${order[@]}"; do
-                "$B" -e "unix://$work/$l.sock" -l "$l" -c "$c" -d "$SECONDS_PER_RUN" -w 1 -t 30 run "$m" | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
+                "$B" -e "unix://$work/$l.sock" -l "$l" -c "$c" -d "$SECONDS_PER_RUN" -w 1 -t 30 "${RAW[@]}" run "$m" | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
             done
         done
     done
     for l in "${order[@]}"; do
         "$B" -e "unix://$work/$l.sock" -l "$l" -p "$l-r$r" -s "$SIZE" -c 1 -L "$SLOW" -d "$SLOW_SECONDS" -w 1 -t 30 \
-            run GetCapacity | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
+            "${RAW[@]}" run GetCapacity | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
     done
 done
 for l in "${labels[@]}"; do p=pid_$l; echo "# $l: VmRSS $(rss ${!p}) at the end"; done

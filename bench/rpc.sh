@@ -18,6 +18,8 @@
 #   BENCH_RPC_CLIENTS        client counts ("1 8 64")
 #   BENCH_RPC_METHODS        ("Probe NodeGetInfo GetCapacity ListVolumes")
 #   BENCH_RPC_SLOW           slow-call threads (2)   BENCH_RPC_SLOW_SECONDS  their run (15)
+#   BENCH_RPC_CLIENT         the timed clients: raw (rpc-bench --raw, a one-thread nghttp2
+#                            client) or grpc-core (raw; slow calls always use gRPC core)
 #   BENCH_TIMEOUT            guest time limit in seconds (3600)
 # The NVDIMMs (two, on vm-run's disk-backed files) are sized for both drivers' volumes:
 # 2 x BENCH_RPC_VOLUMES x 4 MiB plus room for the slow calls and LVM metadata.
