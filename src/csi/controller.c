@@ -747,10 +747,14 @@ int csi_controller_get_capacity(struct csi_call *c, void *ud, const ProtobufCMes
 	if (csi_check_ready(c, d) < 0)
 		return -1;
 	/* The provisioner asks for capacity every minute or so: a state directory
-	 * removed by hand is put back soon, not only at the next create or delete
-	 * (one access(2) when it is there). */
-	(void)ownership_check_state_dir(d);
-	csi_snapshots_check_state_dir(d);
+	 * removed by hand is put back soon, not only at the next create or delete.
+	 * At most once a second: GetCapacity is answered from memory otherwise,
+	 * without a system call (two access(2) per call cost more than the rest of
+	 * it, and under emulation several times a Probe). */
+	if (csi_driver_state_check_due(d)) {
+		(void)ownership_check_state_dir(d);
+		csi_snapshots_check_state_dir(d);
+	}
 	/* Capacity of another node's topology segment is zero here. */
 	if (req->accessible_topology)
 		for (size_t i = 0; i < req->accessible_topology->n_segments; i++) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "basic/keylock.h"
 #include "basic/log.h"
@@ -24,6 +25,7 @@ struct csi_driver {
 	struct ownership *ownership;
 	struct csi_snapshots *snapshots;
 	atomic_bool ready;
+	_Atomic int64_t state_check_ms; /* see csi_driver_state_check_due() */
 
 	pthread_mutex_t lock; /* protects vols */
 	struct volume_record *vols; /* sorted by id */
@@ -81,6 +83,21 @@ struct ownership *csi_driver_ownership(struct csi_driver *d)
 struct csi_snapshots *csi_driver_snapshots(struct csi_driver *d)
 {
 	return d->snapshots;
+}
+
+bool csi_driver_state_check_due(struct csi_driver *d)
+{
+	struct timespec ts;
+	int64_t now, last;
+
+	/* The coarse clock is read without a system call (vDSO). */
+	if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) < 0)
+		return true;
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	last = atomic_load(&d->state_check_ms);
+	if (last != 0 && now - last < 1000 && now >= last)
+		return false;
+	return atomic_compare_exchange_strong(&d->state_check_ms, &last, now);
 }
 
 bool csi_driver_ready(struct csi_driver *d)

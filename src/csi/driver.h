@@ -59,6 +59,12 @@ struct csi_driver_internal;
 const struct csi_driver_config *csi_driver_cfg(struct csi_driver *d);
 struct pmem_manager *csi_driver_pm(struct csi_driver *d);
 bool csi_driver_ready(struct csi_driver *d);
+/**
+ * csi_driver_state_check_due() - true at most once a second (per driver): for
+ * checks on a fast path that cost system calls, such as GetCapacity's look at
+ * the state directory.
+ */
+bool csi_driver_state_check_due(struct csi_driver *d);
 int csi_driver_lock(struct csi_driver *d, const char *id);
 void csi_driver_unlock(struct csi_driver *d, const char *id);
 /** csi_driver_topology_key() - "<drivername>/node". */

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import urllib.request
 
 from csitest import (C, GiB, MiB, DriverTestCase, LVM_ENV, code_name, log, lvs, pb, regions,
@@ -188,7 +189,10 @@ class OwnershipBase(DriverTestCase):
         b = self.create("lost-b", 32 * MiB).volume_id
         shutil.rmtree(type(self).state_dir)
         try:
-            self.capacity()  # the provisioner's periodic call puts the records back
+            # The provisioner's periodic call puts the records back: GetCapacity looks at
+            # the state directory at most once a second.
+            time.sleep(1.1)
+            self.capacity()
             self.assertEqual(self.state_files(), {a, b}, "GetCapacity did not restore the records")
             shutil.rmtree(type(self).state_dir)
             self.delete(a)
