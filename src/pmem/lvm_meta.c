@@ -461,7 +461,7 @@ struct meta_pv {
  * metadata area's position. */
 static int read_label(const struct source *s, struct meta_pv *pv, uint64_t *ret_mda_off, uint64_t *ret_mda_size)
 {
-	uint8_t buf[LABEL_SCAN_SECTORS * SECTOR];
+	uint8_t buf[LABEL_SCAN_SECTORS * SECTOR] = { 0 };
 	const uint8_t *lh = NULL, *p, *end;
 	unsigned n_mdas = 0;
 	int r;
@@ -470,8 +470,8 @@ static int read_label(const struct source *s, struct meta_pv *pv, uint64_t *ret_
 	if (r < 0)
 		return r == -EIO && s->img ? 0 : r; /* an image shorter than the label area */
 	for (unsigned i = 0; i < LABEL_SCAN_SECTORS; i++)
-		if (memcmp(buf + i * SECTOR, "LABELONE", 8) == 0) {
-			lh = buf + i * SECTOR;
+		if (memcmp(buf + (size_t)i * SECTOR, "LABELONE", 8) == 0) {
+			lh = buf + (size_t)i * SECTOR;
 			if (le64(lh + 8) != i)
 				return unsupported("%s: label in sector %u says sector %" PRIu64, s->name, i,
 						   le64(lh + 8));
@@ -517,7 +517,7 @@ static int read_label(const struct source *s, struct meta_pv *pv, uint64_t *ret_
 
 static int read_text(const struct source *s, struct meta_pv *pv, uint64_t mda_off, uint64_t mda_size)
 {
-	uint8_t hdr[MDA_HEADER_SIZE];
+	uint8_t hdr[MDA_HEADER_SIZE] = { 0 };
 	uint64_t off, size, part1;
 	uint32_t crc;
 	int r;
