@@ -760,6 +760,7 @@ static int start_rows(struct start_job *j, const struct ndctl_region_info *regio
 			devs[n] = paths + n * 48;
 			n++;
 		}
+	log_v(6, "Reading the LVM metadata of %zu namespace(s)", n);
 	r = lvm_meta_rows(devs, n, ret, ret_n);
 	if (r >= 0) {
 		log_v(2, "Read the LVM metadata of %zu namespace(s) directly: %zu report row(s)", n, *ret_n);
@@ -787,6 +788,7 @@ int pmem_lvm_new(unsigned percentage, const struct pmem_manager_ops **ret_ops, v
 	 * a devices file, the metadata is read after the walk instead. */
 	if (!lvm_meta_usable())
 		job.started = pthread_create(&job.thread, NULL, start_job_run, &job) == 0;
+	log_v(6, "Walking the PMEM regions");
 	r = pmem_ndctl_regions(&regions, &n_regions);
 	if (r < 0) {
 		log_error_errno(r, "Failed to list PMEM regions: %m");
