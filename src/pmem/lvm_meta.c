@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "basic/fileio.h"
@@ -1045,8 +1046,69 @@ static int dm_uuids(char ***ret, size_t *ret_n)
 	return 0;
 }
 
+/*
+ * LVM commands serialise on flock()s of files in its locking directory
+ * (V_<vg name> per VG, P_global, P_orphans), exclusive while they write. pvs
+ * waits for a writer; the reader does not wait but gives up, so that it never
+ * reads a VG in the middle of a change (an lvremove left running by a driver
+ * that was killed, an administrator's vgextend): it takes a shared lock on
+ * every lock file there is, without blocking, and holds them while it reads.
+ * A writer that starts after the listing creates its lock file anew; what the
+ * reader then sees is the metadata before or after its write (a torn one fails
+ * the checksum).
+ */
+#define LVM_LOCK_DIR "/run/lock/lvm"
+#define LVM_MAX_LOCKS 256
+
+static void unlock_all(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]); /* drops the flock */
+}
+
+static int lock_all(int *fds, size_t *ret_n)
+{
+	DIR *d = opendir(LVM_LOCK_DIR);
+	struct dirent *de;
+	size_t n = 0;
+	int r = 0;
+
+	*ret_n = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		int fd;
+
+		if (strncmp(de->d_name, "V_", 2) != 0 && strncmp(de->d_name, "P_", 2) != 0)
+			continue;
+		if (n == LVM_MAX_LOCKS) {
+			r = unsupported("more than %d LVM lock files", LVM_MAX_LOCKS);
+			break;
+		}
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue; /* released and removed meanwhile */
+		if (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+			close(fd);
+			r = errno == EWOULDBLOCK ? unsupported("an LVM command holds %s/%s", LVM_LOCK_DIR, de->d_name)
+						 : -errno;
+			break;
+		}
+		fds[n++] = fd;
+	}
+	closedir(d);
+	if (r < 0) {
+		unlock_all(fds, n);
+		return r;
+	}
+	*ret_n = n;
+	return 0;
+}
+
 int lvm_meta_rows(const char *const *devs, size_t n, struct lvm_report_row **ret, size_t *ret_n)
 {
+	int locks[LVM_MAX_LOCKS];
+	size_t n_locks = 0;
 	struct source *srcs;
 	char **active = NULL;
 	size_t n_active = 0;
@@ -1069,12 +1131,15 @@ int lvm_meta_rows(const char *const *devs, size_t n, struct lvm_report_row **ret
 			goto out;
 		}
 	}
-	r = dm_uuids(&active, &n_active);
-	if (r < 0) {
-		log_debug_errno(r, "Failed to list device-mapper devices: %m");
+	r = lock_all(locks, &n_locks);
+	if (r < 0)
 		goto out;
-	}
-	r = rows_from_sources(srcs, n, (const char *const *)active, n_active, ret, ret_n);
+	r = dm_uuids(&active, &n_active);
+	if (r < 0)
+		log_debug_errno(r, "Failed to list device-mapper devices: %m");
+	else
+		r = rows_from_sources(srcs, n, (const char *const *)active, n_active, ret, ret_n);
+	unlock_all(locks, n_locks);
 out:
 	for (size_t i = 0; i < n; i++)
 		if (srcs[i].fd >= 0)
