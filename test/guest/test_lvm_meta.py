@@ -5,11 +5,13 @@ lvm-meta-dump, built from src/pmem/lvm_meta.c) must equal what pvs prints, and
 the driver must start without running any LVM report command when the reader
 can be used, and run pvs when it cannot (an orphan PV)."""
 
+import fcntl
 import json
 import os
 import re
 import struct
 import subprocess
+import time
 
 from csitest import (DRIVER, DriverTestCase, LVM_ENV, MiB, log, lv_path, lvs, nonblocking,
                      regions, run)
@@ -176,6 +178,35 @@ class LvmMeta(DriverTestCase):
         staging = self.path("stage1")
         self.stage(vid, staging)
         self.unstage(vid, staging)
+
+    def test_4b_lvm_lock_falls_back(self):
+        """While an LVM command holds a VG's lock (here: this test, as an lvremove left
+        running by a killed driver would), the reader gives up and pvs, which waits for
+        the lock, runs instead."""
+        vg = lvs()[type(self).vols[0]][0]
+        os.makedirs("/run/lock/lvm", exist_ok=True)
+        fd = os.open("/run/lock/lvm/V_" + vg, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            rc, _, err = reader_rows()
+            self.assertEqual(rc, -95, "the reader must refuse while the VG is locked: rc %d %s"
+                             % (rc, err))
+            self.assertIn("holds", err)
+            self.driver.stop()
+            self.driver.start(wait=False)
+            deadline = time.monotonic() + 60
+            while "holds" not in self.driver.log_text(since_start=True):
+                self.assertLess(time.monotonic(), deadline, "no 'holds' line in the driver log")
+                time.sleep(0.1)
+            time.sleep(0.5)
+            self.assertNotIn("PMEM-CSI ready", self.driver.log_text(since_start=True),
+                             "ready while pvs should wait for the VG lock")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self.driver.wait_ready()
+        ran = REPORT_RE.findall(self.start_log())
+        self.assertTrue(ran, "pvs did not run while the VG was locked")
 
     def test_5_orphan_falls_back(self):
         """The foreign VG removed, its PV left: an orphan PV, which the reader does not
