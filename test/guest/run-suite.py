@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 MODULES = ["test_startup", "test_identity", "test_lifecycle", "test_idempotency",
            "test_errors", "test_input", "test_parameters", "test_capacity", "test_restart", "test_robustness", "test_paths", "test_modes", "test_kata", "test_upgrade", "test_upstream_binary", "test_crash", "test_ownership", "test_hostile", "test_connections", "test_stats", "test_expand", "test_snapshot",
-           "test_cache", "test_stress"]
+           "test_cache", "test_stress", "test_lvm_meta"]
 
 
 def finish(passed, failed, skipped=0):
