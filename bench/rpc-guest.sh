@@ -43,6 +43,26 @@ ndctl enable-region all >/dev/null 2>&1
 echo "# guest: $(nproc) vCPUs, $(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo) MiB, $(uname -r)"
 ndctl list -R 2>/dev/null | grep -o '"size":[0-9]*' | sed 's/^/# region /' || true
 
+# As in a pod: each driver (with the tools it runs) and the clients (a CO's sidecar) in a
+# cgroup of their own with the cpu controller, so the kernel shares the CPU between them
+# by cgroup, not by process count (BENCH_RPC_CGROUPS=0: everything in the guest's root).
+CGROUPS=${BENCH_RPC_CGROUPS:-1}
+CG=/sys/fs/cgroup
+if [ "$CGROUPS" = 1 ]; then
+    { grep -q " $CG cgroup2 " /proc/mounts || mount -t cgroup2 none "$CG"; } 2>/dev/null &&
+        echo +cpu >"$CG/cgroup.subtree_control" 2>/dev/null &&
+        mkdir -p "$CG/bench-clients" "$CG/bench-ours" "$CG/bench-upstream" || CGROUPS=0
+fi
+echo "# cgroups: $([ "$CGROUPS" = 1 ] && echo "clients, ours and upstream each in their own (cpu controller)" || echo "none (all in the root)")"
+in_cg() { # NAME command...: run the command in cgroup bench-NAME
+    local name=$1; shift
+    if [ "$CGROUPS" = 1 ]; then
+        sh -c 'echo $$ >"$0" && exec "$@"' "$CG/bench-$name/cgroup.procs" "$@"
+    else
+        "$@"
+    fi
+}
+
 pids=()
 cleanup() {
     local st=$?
@@ -56,11 +76,11 @@ trap cleanup EXIT
 
 start_driver() { # label argv...
     local label=$1; shift
-    "$@" >"$work/$label.log" 2>&1 &
+    in_cg "$label" "$@" >"$work/$label.log" 2>&1 &
     pids+=($!)
     eval "pid_$label=$!"
     local t0=$(date +%s.%N)
-    if ! "$B" -e "unix://$work/$label.sock" -l "$label" -t 120 wait; then
+    if ! in_cg clients "$B" -e "unix://$work/$label.sock" -l "$label" -t 120 wait; then
         echo "# $label did not become ready; its log:"; tail -20 "$work/$label.log" | sed 's/^/#   /'
         return 1
     fi
@@ -74,7 +94,7 @@ start_driver ours "$OURS" -drivername=pmem-csi.intel.com -nodeid=bench-node \
     -endpoint="unix://$work/ours.sock" -statePath="$work/ours-state" -deviceManager=lvm -v=0
 vgs --noheadings -o vg_name,vg_size,vg_free,vg_extent_size 2>/dev/null | sed 's/^/# VG /'
 echo "# ours: creating $N volumes of $SIZE bytes"
-"$B" -e "unix://$work/ours.sock" -l ours -p ours -n "$N" -s "$SIZE" -j 2 -t 600 create
+in_cg clients "$B" -e "unix://$work/ours.sock" -l ours -p ours -n "$N" -s "$SIZE" -j 2 -t 600 create
 
 if [ -n "$UP" ] && [ -x "$UP" ]; then
     # Upstream's pmem-vgm tagged each VG with its namespace mode after vgcreate, and its
@@ -89,7 +109,7 @@ if [ -n "$UP" ] && [ -x "$UP" ]; then
         -nodeid=bench-node -endpoint="unix://$work/upstream.sock" \
         -statePath="$work/upstream-state" -deviceManager=lvm -v=0; then
         echo "# upstream: creating $N volumes of $SIZE bytes"
-        if "$B" -e "unix://$work/upstream.sock" -l upstream -p upstream -n "$N" -s "$SIZE" -j 2 -t 600 create; then
+        if in_cg clients "$B" -e "unix://$work/upstream.sock" -l upstream -p upstream -n "$N" -s "$SIZE" -j 2 -t 600 create; then
             labels+=(upstream)
         else
             echo "# upstream: creating volumes failed; log tail:"; tail -20 "$work/upstream.log" | sed 's/^/#   /'
@@ -109,12 +129,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for m in $METHODS; do
         for c in $CLIENTS; do
             for l in "${order[@]}"; do
-                "$B" -e "unix://$work/$l.sock" -l "$l" -c "$c" -d "$SECONDS_PER_RUN" -w 1 -t 30 "${RAW[@]}" run "$m" | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
+                in_cg clients "$B" -e "unix://$work/$l.sock" -l "$l" -c "$c" -d "$SECONDS_PER_RUN" -w 1 -t 30 "${RAW[@]}" run "$m" | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
             done
         done
     done
     for l in "${order[@]}"; do
-        "$B" -e "unix://$work/$l.sock" -l "$l" -p "$l-r$r" -s "$SIZE" -c 1 -L "$SLOW" -d "$SLOW_SECONDS" -w 1 -t 30 \
+        in_cg clients "$B" -e "unix://$work/$l.sock" -l "$l" -p "$l-r$r" -s "$SIZE" -c 1 -L "$SLOW" -d "$SLOW_SECONDS" -w 1 -t 30 \
             "${RAW[@]}" run GetCapacity | sed "s/^RPC {/RPC {\"round\": $r, /" || rc=1
     done
 done

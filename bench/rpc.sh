@@ -20,6 +20,8 @@
 #   BENCH_RPC_SLOW           slow-call threads (2)   BENCH_RPC_SLOW_SECONDS  their run (15)
 #   BENCH_RPC_CLIENT         the timed clients: raw (rpc-bench --raw, a one-thread nghttp2
 #                            client) or grpc-core (raw; slow calls always use gRPC core)
+#   BENCH_RPC_CGROUPS        1: the clients, ours and upstream each in a cgroup of their own
+#                            with the cpu controller, as containers of pods are (1); 0: none
 #   BENCH_TIMEOUT            guest time limit in seconds (3600)
 # The NVDIMMs (two, on vm-run's disk-backed files) are sized for both drivers' volumes:
 # 2 x BENCH_RPC_VOLUMES x 4 MiB plus room for the slow calls and LVM metadata.
