@@ -21,6 +21,8 @@
 #                          and pmem-vgm beside it. CI is passed in too.
 #   UPSTREAM_BINARY_MODES, UPSTREAM_BINARY_CRASHES  test_upstream_binary.py: the device
 #                          modes (default "lvm direct") and SIGKILLs per mode (default 3)
+#   LVM_META_WRAP_ROUNDS   test_lvm_meta.py: lvcreate/lvremove rounds at most until a foreign
+#                          VG's metadata wraps around its area (default 40)
 #   CACHE_TLS_SCAN=full    test_cache.py scans the peer port with every cipher openssl
 #                          knows (about 135 s more), not the ECDSA ones and a few weak ones
 # Parsed as a whole before it runs (the braces), so that editing this file while
@@ -54,7 +56,7 @@ UPSTREAM=${PMEM_CSI_UPSTREAM:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pmem-csi-
 envs+=(--env "PMEM_CSI_UPSTREAM=$(realpath -m "$UPSTREAM")")  # the test says when it is missing
 [ -n "${CI:-}" ] && envs+=(--env "CI=$CI")
 for v in STRESS_WORKERS STRESS_VOLUMES STRESS_DIRECT_WORKERS STRESS_DIRECT_VOLUMES CALL_TIMEOUT READY_TIMEOUT CRASH_ITERATIONS CRASH_SEED OWNERSHIP_LEAK_ROUNDS OWNERSHIP_LEAK_SIZE_MIB OWNERSHIP_LEAK_BATCH CONN_STOP_ROUNDS SNAPSHOT_BENCH_MIB UPSTREAM_BINARY_MODES UPSTREAM_BINARY_CRASHES \
-    CACHE_TLS_SCAN; do
+    CACHE_TLS_SCAN LVM_META_WRAP_ROUNDS; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 
