@@ -688,12 +688,30 @@ static bool is_active(const char *vg_id, const char *lv_id, const char *const *a
 	return false;
 }
 
-static const char *const vg_keys[] = { "id", "seqno", "format", "status", "flags", "extent_size", "max_lv",
+/* Tags ("tags = [...]") are labels for LVM's own selection and change nothing
+ * the report shows: intel/pmem-csi 0.x tagged its VGs with the namespace mode
+ * ("fsdax"), so an upgraded node has them. */
+static const char *const vg_keys[] = { "id", "seqno", "format", "status", "flags", "tags", "extent_size", "max_lv",
 				       "max_pv", "metadata_copies", "creation_host", "creation_time", NULL };
-static const char *const pv_keys[] = { "id", "device", "device_id", "device_id_type", "status", "flags",
+static const char *const pv_keys[] = { "id", "device", "device_id", "device_id_type", "status", "flags", "tags",
 				       "dev_size", "pe_start", "pe_count", "ba_start", "ba_size", NULL };
-static const char *const lv_keys[] = { "id", "status", "flags", "creation_time", "creation_host",
+static const char *const lv_keys[] = { "id", "status", "flags", "tags", "creation_time", "creation_host",
 				       "segment_count", NULL };
+
+/* Absent, or an array of strings. */
+static bool cfg_tags_ok(const struct cfg *section)
+{
+	const struct cfg *a = cfg_get(section, "tags");
+
+	if (!a)
+		return true;
+	if (a->type != CFG_ARRAY)
+		return false;
+	for (const struct cfg *c = a->child; c; c = c->next)
+		if (c->type != CFG_STR)
+			return false;
+	return true;
+}
 static const char *const seg_keys[] = { "start_extent", "extent_count", "type", "stripe_count",
 					"stripe_size", "stripes", NULL };
 
@@ -720,7 +738,7 @@ static int vg_rows(struct meta_pv *pvs, size_t n, size_t first, const char *cons
 	if (!vg_id || !format || strcmp(format, "lvm2") != 0 || cfg_uint(vg, "extent_size", &extent) < 0 ||
 	    extent == 0 || extent > (1u << 30))
 		return unsupported("VG %s: no id, format or extent size", vgname);
-	if (!cfg_flags(vg, "status", vg_status, vg_status_opt) || !cfg_empty_array(vg, "flags"))
+	if (!cfg_flags(vg, "status", vg_status, vg_status_opt) || !cfg_empty_array(vg, "flags") || !cfg_tags_ok(vg))
 		return unsupported("VG %s: status or flags other than READ, WRITE, RESIZEABLE", vgname);
 	pvsec = cfg_get(vg, "physical_volumes");
 	lvsec = cfg_get(vg, "logical_volumes");
@@ -742,7 +760,7 @@ static int vg_rows(struct meta_pv *pvs, size_t n, size_t first, const char *cons
 			return unsupported("VG %s: PV entry %s", vgname, p->key);
 		if (cfg_unknown_key(p, pv_keys, false))
 			return unsupported("VG %s: PV %s has key %s", vgname, p->key, cfg_unknown_key(p, pv_keys, false));
-		if (!cfg_flags(p, "status", NULL, pv_status_opt) || !cfg_empty_array(p, "flags") ||
+		if (!cfg_flags(p, "status", NULL, pv_status_opt) || !cfg_empty_array(p, "flags") || !cfg_tags_ok(p) ||
 		    cfg_uint(p, "pe_count", &pe_count) < 0 || cfg_uint(p, "pe_start", &pe_start) < 0 ||
 		    pe_count > UINT64_MAX / ext_bytes)
 			return unsupported("VG %s: PV %s status, flags or extents", vgname, p->key);
@@ -767,7 +785,8 @@ static int vg_rows(struct meta_pv *pvs, size_t n, size_t first, const char *cons
 
 		if (lv->type != CFG_SECTION || !cfg_str(lv, "id"))
 			return unsupported("VG %s: LV entry %s", vgname, lv->key);
-		if (!cfg_flags(lv, "status", lv_status, lv_status_opt) || !cfg_empty_array(lv, "flags"))
+		if (!cfg_flags(lv, "status", lv_status, lv_status_opt) || !cfg_empty_array(lv, "flags") ||
+		    !cfg_tags_ok(lv))
 			return unsupported("VG %s: LV %s is not a plain visible LV", vgname, lv->key);
 		for (const struct cfg *c = lv->child; c; c = c->next)
 			if (c->type == CFG_SECTION && strncmp(c->key, "segment", 7) != 0)

@@ -143,6 +143,19 @@ class LvmMeta(DriverTestCase):
         self.stage(vid, staging)
         self.unstage(vid, staging)
 
+    def test_2b_tagged_vgs(self):
+        """intel/pmem-csi 0.x tagged its VGs with the namespace mode ("fsdax"); tags on a VG
+        and an LV change nothing the report shows: still no LVM command at start-up."""
+        all_lvs = lvs()
+        vgs = sorted({all_lvs[vid][0] for vid in type(self).vols})
+        self.assertTrue(vgs, "no VG of the driver")
+        for vg in vgs:
+            lvm("vgchange", "--addtag", "fsdax", vg)
+        vid = type(self).vols[0]
+        lvm("lvchange", "--addtag", "pmem-csi-test", "%s/%s" % (lvs()[vid][0], vid))
+        self.assert_same_as_pvs("VGs and an LV with tags")
+        self.restart_and_check(expect_report=False)
+
     def test_3_foreign_vg_wrapped(self):
         """A VG made by hand on another namespace, its small metadata area wrapped."""
         r = regions()[0]

@@ -376,6 +376,33 @@ TEST(lvm_meta_synthetic_plain)
 	}
 }
 
+TEST(lvm_meta_synthetic_tags)
+{
+	/* intel/pmem-csi 0.x tagged its VGs ("fsdax"): tags on the VG, a PV and an LV
+	 * change nothing in the rows. */
+	static const char plain[] = VG_PLAIN PVS_SEC "logical_volumes {\n"
+		LV("pvc-1", LV_ID, "[\"READ\", \"WRITE\", \"VISIBLE\"]", "") "}\n" TAIL;
+	static const char tagged[] = VG_PLAIN "tags = [\"fsdax\"]\n"
+		"physical_volumes {\npv0 {\nid = \"" PV_ID "\"\ndevice = \"/dev/pmem0\"\n"
+		"status = [\"ALLOCATABLE\"]\nflags = []\ntags = [\"a\", \"b\"]\ndev_size = 2097152\npe_start = 2048\n"
+		"pe_count = 100\n}\n}\n"
+		"logical_volumes {\n" LV("pvc-1", LV_ID, "[\"READ\", \"WRITE\", \"VISIBLE\"]", "tags = []\n") "}\n" TAIL;
+	struct lvm_report_row *a = NULL, *b = NULL;
+	size_t na = 0, nb = 0;
+
+	CHECK_INT(text_rows(plain, 512, &a, &na), 0);
+	CHECK_INT(text_rows(tagged, 512, &b, &nb), 0);
+	CHECK_INT(nb, na);
+	for (size_t i = 0; i < na && i < nb; i++) {
+		CHECK_STR(b[i].name, a[i].name);
+		CHECK_STR(b[i].lv, a[i].lv);
+		CHECK_STR(b[i].attr, a[i].attr);
+		CHECK(b[i].lv_size == a[i].lv_size && b[i].vg_size == a[i].vg_size && b[i].vg_free == a[i].vg_free);
+	}
+	lvm_report_rows_free(a, na);
+	lvm_report_rows_free(b, nb);
+}
+
 TEST(lvm_meta_synthetic_refused)
 {
 	static const char *const texts[] = {
@@ -394,8 +421,9 @@ TEST(lvm_meta_synthetic_refused)
 			"snapshot0 {\nid = \"" LV_ID "\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\nflags = []\n"
 			"segment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 10\ntype = \"snapshot\"\n"
 			"chunk_size = 8\norigin = \"lv1\"\ncow_store = \"cow\"\n}\n}\n}\n" TAIL,
-		/* tags on an LV */
-		VG_PLAIN PVS_SEC "logical_volumes {\n" LV("x", LV_ID, "[\"READ\", \"VISIBLE\"]", "tags = [\"t\"]\n")
+		/* tags that are not an array of strings */
+		VG_PLAIN "tags = [1]\n" PVS_SEC TAIL,
+		VG_PLAIN PVS_SEC "logical_volumes {\n" LV("x", LV_ID, "[\"READ\", \"VISIBLE\"]", "tags = \"t\"\n")
 			"}\n" TAIL,
 		/* a stripe outside the PV, a PV not among the devices */
 		VG_PLAIN PVS_SEC "logical_volumes {\nx {\nid = \"" LV_ID "\"\nstatus = [\"READ\", \"VISIBLE\"]\n"
