@@ -734,8 +734,8 @@ static void *start_job_run(void *p)
 static int start_rows(struct start_job *j, const struct ndctl_region_info *regions, size_t n_regions,
 		      struct lvm_report_row **ret, size_t *ret_n)
 {
-	_cleanup_free_ char *paths = NULL;
-	const char *devs[64];
+	char paths[64][48];
+	const char *devs[ELEMENTSOF(paths)];
 	size_t n = 0;
 	int r;
 
@@ -746,9 +746,6 @@ static int start_rows(struct start_job *j, const struct ndctl_region_info *regio
 		*ret_n = j->n;
 		return j->r;
 	}
-	paths = calloc(ELEMENTSOF(devs), 48);
-	if (!paths)
-		return -ENOMEM;
 	for (size_t i = 0; i < n_regions; i++)
 		for (size_t k = 0; k < regions[i].n_namespaces; k++) {
 			const struct ndctl_namespace_info *ns = &regions[i].namespaces[k];
@@ -756,8 +753,8 @@ static int start_rows(struct start_job *j, const struct ndctl_region_info *regio
 				continue;
 			if (n == ELEMENTSOF(devs))
 				goto report; /* more than the reader is meant for */
-			snprintf(paths + n * 48, 48, "/dev/%s", ns->blockdev);
-			devs[n] = paths + n * 48;
+			snprintf(paths[n], sizeof(paths[n]), "/dev/%s", ns->blockdev);
+			devs[n] = paths[n];
 			n++;
 		}
 	log_v(6, "Reading the LVM metadata of %zu namespace(s)", n);
